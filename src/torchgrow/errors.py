@@ -1,0 +1,29 @@
+"""Exceptions raised by torchgrow.
+
+Every error says what was wrong and what to do about it. All derive from
+:class:`TorchgrowError`, and each also derives from the built-in exception a
+user would expect (``ValueError``, ``TypeError``), so ``except ValueError``
+keeps working.
+"""
+
+from __future__ import annotations
+
+
+class TorchgrowError(Exception):
+    """Base class of every error torchgrow raises on purpose."""
+
+
+class GrowthInputError(TorchgrowError, ValueError):
+    """Bad arguments to a growth operation (unknown name, k <= 0, wrong shape, NaN...)."""
+
+
+class UnsupportedLayerError(TorchgrowError, TypeError):
+    """A layer kind that the surgery registry does not know how to edit."""
+
+
+class GraphError(TorchgrowError, ValueError):
+    """The model's wiring cannot be analysed, or a unit cannot be grown because of it."""
+
+
+class OptimizerCarryError(TorchgrowError, TypeError):
+    """The optimizer's state cannot be carried across an edit."""

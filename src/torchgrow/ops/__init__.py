@@ -1,0 +1,50 @@
+"""Surgery: structural edits of ordinary ``nn.Module``s that carry the optimizer along.
+
+Every edit validates all of its inputs first, then commits atomically: on any
+error the model and the optimizer are exactly as they were. Each returns an
+:class:`EditRecord`.
+"""
+
+from . import layers as _layers  # noqa: F401  (registers the built-in layer kinds)
+from .depth import append_block, identity_conv, identity_linear, insert_after
+from .edit import Change, EditRecord
+from .masks import (
+    ConnectionMask,
+    apply_mask,
+    grow_connections,
+    is_masked,
+    mask_of,
+    prune_connections,
+    remove_mask,
+    weight_parameter,
+)
+from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent
+from .registry import LayerOps, Role, lookup, register, register_pass_through
+from .units import DeadUnitWarning, shrink, widen
+
+__all__ = [
+    "widen",
+    "shrink",
+    "insert_after",
+    "append_block",
+    "identity_linear",
+    "identity_conv",
+    "apply_mask",
+    "grow_connections",
+    "prune_connections",
+    "remove_mask",
+    "mask_of",
+    "is_masked",
+    "weight_parameter",
+    "ConnectionMask",
+    "Change",
+    "EditRecord",
+    "LayerOps",
+    "Role",
+    "register",
+    "register_pass_through",
+    "lookup",
+    "SUPPORTED_OPTIMIZERS",
+    "check_consistent",
+    "DeadUnitWarning",
+]

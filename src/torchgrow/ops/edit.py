@@ -1,0 +1,228 @@
+"""Planned changes, and committing them atomically with the optimizer carried along.
+
+An edit works in two phases. *Planning* validates every input and computes
+every new tensor without touching the model. *Committing* swaps the new
+tensors and attributes in, then carries the optimizer over; if anything fails
+on the way, every swap is undone, so model and optimizer are exactly as they
+were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Change", "EditRecord", "commit", "Remap"]
+
+Remap = Callable[[Tensor, float], Tensor]
+"""Applies a structural edit to any tensor shaped like the old one; new entries get ``fill``."""
+
+
+@dataclass
+class Change:
+    """One planned change to a module.
+
+    Exactly one of ``tensor`` (with ``remap`` for parameters) or ``value`` is
+    meaningful: a tensor change replaces the parameter or buffer ``name`` of
+    ``owner``; an attribute change sets a plain attribute (``out_features``).
+
+    Attributes
+    ----------
+    owner : nn.Module
+        The module holding the parameter, buffer or attribute.
+    name : str
+        Its name on ``owner``.
+    tensor : Tensor, optional
+        The new value of a parameter or buffer.
+    remap : callable, optional
+        For parameters: maps optimizer state shaped like the old parameter to
+        the new shape (old entries kept, new ones filled).
+    value : Any
+        The new value of a plain attribute.
+    """
+
+    owner: nn.Module
+    name: str
+    tensor: Tensor | None = None
+    remap: Remap | None = None
+    value: Any = None
+
+    @staticmethod
+    def attr(owner: nn.Module, name: str, value: Any) -> Change:
+        """A change of a plain attribute."""
+        return Change(owner, name, value=value)
+
+
+@dataclass
+class EditRecord:
+    """What an edit changed.
+
+    Attributes
+    ----------
+    op : str
+        The operation (``"widen"``, ``"shrink"``, ``"insert_after"``...).
+    target : str
+        The module (or stage) the user named.
+    modules : list of str
+        Every module whose parameters, buffers or attributes changed.
+    units_added, units_removed : int
+        Units (per producer) added or removed; 0 for depth edits.
+    params_before, params_after : int
+        Parameter count of the whole model before and after.
+    replaced : dict
+        Old parameter -> new parameter, for every parameter that was replaced.
+    added : list of nn.Parameter
+        Parameters that are new (inserted layers, appended blocks).
+    seconds : float
+        Wall time of the edit, optimizer carry included.
+    details : dict
+        Operation-specific facts (the unit's producers, consumers...).
+    """
+
+    op: str
+    target: str
+    modules: list[str] = field(default_factory=list)
+    units_added: int = 0
+    units_removed: int = 0
+    params_before: int = 0
+    params_after: int = 0
+    replaced: dict[nn.Parameter, nn.Parameter] = field(default_factory=dict, repr=False)
+    added: list[nn.Parameter] = field(default_factory=list, repr=False)
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class _Transaction:
+    """Undo log of attribute swaps on modules."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], None]] = []
+
+    def swap(self, owner: nn.Module, name: str, value: Any) -> None:
+        if name in owner._parameters:
+            old = owner._parameters[name]
+            self._undo.append(lambda: owner._parameters.__setitem__(name, old))
+            owner._parameters[name] = value
+        elif name in owner._buffers:
+            old = owner._buffers[name]
+            self._undo.append(lambda: owner._buffers.__setitem__(name, old))
+            owner._buffers[name] = value
+        elif name in owner._modules:
+            old = owner._modules[name]
+            self._undo.append(lambda: owner._modules.__setitem__(name, old))
+            owner._modules[name] = value
+        else:
+            had = name in owner.__dict__
+            old = owner.__dict__.get(name)
+
+            def undo() -> None:
+                if had:
+                    owner.__dict__[name] = old
+                else:
+                    owner.__dict__.pop(name, None)
+
+            self._undo.append(undo)
+            owner.__dict__[name] = value
+
+    def call(self, do: Callable[[], None], undo: Callable[[], None]) -> None:
+        do()
+        self._undo.append(undo)
+
+    def rollback(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model`` (dense count)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def commit(
+    model: nn.Module,
+    changes: Sequence[Change],
+    *,
+    optimizer: torch.optim.Optimizer | None,
+    record: EditRecord,
+    structural: Iterable[tuple[Callable[[], None], Callable[[], None]]] = (),
+    new_params_anchor: nn.Parameter | None = None,
+    unknown_optimizer: str = "raise",
+) -> EditRecord:
+    """Apply planned changes atomically and carry the optimizer.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model being edited (used for the parameter counts).
+    changes : sequence of Change
+        Tensor and attribute changes, already validated.
+    optimizer : torch.optim.Optimizer, optional
+        Carried along: replaced parameters keep their state (remapped), new
+        parameters join the param group of ``new_params_anchor``.
+    record : EditRecord
+        Filled in and returned.
+    structural : iterable of (do, undo)
+        Extra structural steps (inserting a module into a container).
+    new_params_anchor : nn.Parameter, optional
+        A parameter already in the optimizer whose group receives new parameters.
+    unknown_optimizer : {"raise", "reset"}
+        What to do with an optimizer kind whose state layout is unknown.
+
+    Returns
+    -------
+    EditRecord
+        ``record``, completed.
+    """
+    from .optim_state import carry, check_carry  # local: optim_state imports this module
+
+    start = time.perf_counter()
+    record.params_before = count_params(model)
+    before = set(model.parameters())
+    if optimizer is not None:
+        check_carry(optimizer, unknown=unknown_optimizer)
+    tx = _Transaction()
+    remaps: dict[nn.Parameter, tuple[nn.Parameter, Remap]] = {}
+    try:
+        with torch.no_grad():
+            for ch in changes:
+                if ch.tensor is None:
+                    tx.swap(ch.owner, ch.name, ch.value)
+                    continue
+                old = getattr(ch.owner, ch.name)
+                if isinstance(old, nn.Parameter):
+                    new = nn.Parameter(ch.tensor.detach().clone(), requires_grad=old.requires_grad)
+                    if ch.remap is None:
+                        raise AssertionError(f"parameter change of {ch.name!r} without remap")
+                    remaps[old] = (new, ch.remap)
+                else:
+                    new = ch.tensor.detach().clone()
+                tx.swap(ch.owner, ch.name, new)
+            for do, undo in structural:
+                tx.call(do, undo)
+        after = list(model.parameters())
+        after_set = set(after)
+        added = [p for p in after if p not in before and all(p is not n for n, _ in remaps.values())]
+        lost = [p for p in before if p not in after_set and p not in remaps]
+        record.replaced = {old: new for old, (new, _) in remaps.items()}
+        record.added = added
+        if optimizer is not None:
+            carry(
+                optimizer,
+                remaps,
+                added=added,
+                removed=lost,
+                anchor=new_params_anchor,
+                unknown=unknown_optimizer,
+            )
+    except BaseException:
+        tx.rollback()
+        raise
+    record.params_after = count_params(model)
+    record.seconds = time.perf_counter() - start
+    return record

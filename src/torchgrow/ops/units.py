@@ -1,0 +1,234 @@
+"""Width edits: add or remove output units of a producer and everything that depends on them."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import GrowthInputError
+from .edit import Change, EditRecord, commit
+from .registry import Role, require
+
+__all__ = ["widen", "shrink", "DeadUnitWarning"]
+
+TensorOrMap = Tensor | Mapping[str, Tensor] | None
+
+
+class DeadUnitWarning(UserWarning):
+    """New units that cannot train (zero fan-in behind an activation with zero slope at 0)."""
+
+
+def _check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise GrowthInputError(f"k must be a positive int, got {k!r} ({type(k).__name__})")
+    if k < 1:
+        raise GrowthInputError(f"k must be >= 1 (the number of units to add), got {k}")
+    return k
+
+
+def _per_module(
+    value: TensorOrMap, names: Sequence[str], what: str, target: str
+) -> dict[str, Tensor | None]:
+    """Spread a tensor (single module) or a name->tensor mapping over ``names``."""
+    if value is None:
+        return dict.fromkeys(names)
+    if isinstance(value, Tensor):
+        if len(names) != 1:
+            raise GrowthInputError(
+                f"{what} for {target!r} must be a dict name -> tensor: the unit has "
+                f"{len(names)} modules {list(names)}"
+            )
+        return {names[0]: value}
+    if not isinstance(value, Mapping):
+        raise GrowthInputError(f"{what} must be a Tensor or a dict name -> Tensor")
+    unknown = set(value) - set(names)
+    if unknown:
+        raise GrowthInputError(f"{what}: {sorted(unknown)} not in this unit's {list(names)}")
+    return {n: value.get(n) for n in names}
+
+
+def _check_block(t: Tensor | None, shape: tuple[int, ...], what: str, name: str) -> None:
+    if t is None:
+        return
+    if not isinstance(t, Tensor):
+        raise GrowthInputError(f"{what} for {name!r} must be a Tensor, got {type(t).__name__}")
+    if tuple(t.shape) != tuple(shape):
+        raise GrowthInputError(
+            f"{what} for {name!r} has shape {tuple(t.shape)}, expected {tuple(shape)}"
+        )
+    if not torch.isfinite(t).all():
+        raise GrowthInputError(f"{what} for {name!r} contains NaN or Inf")
+
+
+def widen(
+    model: nn.Module,
+    name: str,
+    k: int,
+    *,
+    fan_in: TensorOrMap = None,
+    fan_out: TensorOrMap = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    unknown_optimizer: str = "raise",
+) -> EditRecord:
+    """Add ``k`` output units to producer ``name`` and matching inputs to its consumers.
+
+    Per-channel layers in between get identity entries (BatchNorm: weight 1,
+    bias 0, running mean 0, running var 1; LayerNorm: weight 1, bias 0;
+    depthwise conv: centre tap 1). A conv -> ``Flatten`` -> ``Linear``
+    hand-over adds ``H*W`` inputs per new channel. Producers tied to ``name``
+    by residual additions grow too. New biases are 0.
+
+    With zero ``fan_in`` (the default) or zero ``fan_out`` the function is
+    preserved (exactly, unless a LayerNorm is on the way, which renormalises
+    over the units; a warning says so).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model, edited in place.
+    name : str
+        Qualified name of a producer (``Linear`` or ``Conv2d``).
+    k : int
+        Number of units to add (>= 1).
+    fan_in : Tensor or dict, optional
+        New rows of the producer's weight, shape ``(k, in)`` for Linear or
+        ``(k, C_in, kh, kw)`` for Conv2d; a dict ``producer -> tensor`` when
+        the unit has several producers. Default zero.
+    fan_out : Tensor or dict, optional
+        New input slices of the consumer's weight, shape ``(out, k*factor)``
+        for Linear or ``(C_out, k, kh, kw)`` for Conv2d; a dict
+        ``consumer -> tensor`` when the unit has several consumers. Default zero.
+    optimizer : torch.optim.Optimizer, optional
+        Carried along: old state kept, new entries zero.
+    unknown_optimizer : {"raise", "reset"}
+        What to do with an optimizer whose state layout torchgrow does not know.
+
+    Returns
+    -------
+    EditRecord
+        What changed.
+
+    Raises
+    ------
+    GrowthInputError, GraphError, UnsupportedLayerError, OptimizerCarryError
+        Before anything changes.
+    """
+    from ..graph import DEAD_AT_ZERO, find_unit
+
+    k = _check_k(k)
+    unit = find_unit(model, name)
+    modules = dict(model.named_modules())
+    fin = _per_module(fan_in, unit.producers, "fan_in", name)
+    fout = _per_module(fan_out, [c.name for c in unit.consumers], "fan_out", name)
+    changes: list[Change] = []
+    for p in unit.producers:
+        ops = require(modules[p], p, Role.PRODUCER)
+        _check_block(fin[p], ops.fan_in_shape(modules[p], k), "fan_in", p)
+        changes += ops.grow_out(modules[p], k, fin[p])
+    for pc in unit.per_channel:
+        changes += require(modules[pc], pc, Role.PER_CHANNEL).grow_channels(modules[pc], k)
+    for c in unit.consumers:
+        ops = require(modules[c.name], c.name, Role.CONSUMER)
+        _check_block(fout[c.name], ops.fan_out_shape(modules[c.name], k, c.factor), "fan_out", c.name)
+        changes += ops.grow_in(modules[c.name], k, fout[c.name], c.factor)
+
+    record = EditRecord(
+        op="widen",
+        target=name,
+        modules=[*unit.producers, *unit.per_channel, *(c.name for c in unit.consumers)],
+        units_added=k,
+        details={"unit": unit, "width_before": unit.width, "width_after": unit.width + k},
+    )
+    commit(model, changes, optimizer=optimizer, record=record, unknown_optimizer=unknown_optimizer)
+
+    if any(isinstance(modules[pc], nn.LayerNorm) for pc in unit.per_channel):
+        warnings.warn(
+            f"widening {name!r} through a LayerNorm: LayerNorm normalises over the units, so "
+            "new units shift the statistics and the function is not exactly preserved",
+            stacklevel=2,
+        )
+    zero_in = all(t is None or not bool(t.any()) for t in fin.values())
+    dead = sorted(set(unit.between) & DEAD_AT_ZERO)
+    if zero_in and dead:
+        warnings.warn(
+            f"the {k} new units of {name!r} have zero fan-in and pass through {dead}, whose "
+            "derivative at 0 is 0: they will never train. Use torchgrow.nn.ReLU1 (derivative 1 "
+            "at 0), as GradMax does, or grow with a non-zero fan-in.",
+            DeadUnitWarning,
+            stacklevel=2,
+        )
+    return record
+
+
+def _check_keep(keep: object, width: int, name: str) -> Tensor:
+    try:
+        idx = torch.as_tensor(keep)
+    except Exception as exc:
+        raise GrowthInputError(f"keep must be a sequence of unit indices, got {keep!r}") from exc
+    if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise GrowthInputError(f"keep must be a 1-D sequence of integer indices, got {keep!r}")
+    idx = idx.long()
+    if idx.numel() == 0:
+        raise GrowthInputError(f"keep is empty: {name!r} must keep at least one unit")
+    if (idx < 0).any() or (idx >= width).any():
+        raise GrowthInputError(f"keep indices must be in [0, {width}) for {name!r}, got {idx.tolist()}")
+    if idx.unique().numel() != idx.numel():
+        raise GrowthInputError(f"keep has repeated indices: {idx.tolist()}")
+    return idx.sort().values
+
+
+def shrink(
+    model: nn.Module,
+    name: str,
+    keep: Sequence[int] | Tensor,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    unknown_optimizer: str = "raise",
+) -> EditRecord:
+    """Keep only the output units ``keep`` of producer ``name`` (the inverse of :func:`widen`).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model, edited in place.
+    name : str
+        Qualified name of a producer.
+    keep : sequence of int or Tensor
+        Indices of the units to keep (unique, in range, at least one).
+    optimizer : torch.optim.Optimizer, optional
+        Carried along: state of kept entries kept, removed entries dropped.
+    unknown_optimizer : {"raise", "reset"}
+        See :func:`widen`.
+
+    Returns
+    -------
+    EditRecord
+        What changed.
+    """
+    from ..graph import find_unit
+
+    unit = find_unit(model, name)
+    idx = _check_keep(keep, unit.width, name)
+    modules = dict(model.named_modules())
+    changes: list[Change] = []
+    for p in unit.producers:
+        changes += require(modules[p], p, Role.PRODUCER).keep_out(modules[p], idx)
+    for pc in unit.per_channel:
+        changes += require(modules[pc], pc, Role.PER_CHANNEL).keep_channels(modules[pc], idx)
+    for c in unit.consumers:
+        changes += require(modules[c.name], c.name, Role.CONSUMER).keep_in(
+            modules[c.name], idx, c.factor
+        )
+    record = EditRecord(
+        op="shrink",
+        target=name,
+        modules=[*unit.producers, *unit.per_channel, *(c.name for c in unit.consumers)],
+        units_removed=unit.width - len(idx),
+        details={"unit": unit, "width_before": unit.width, "width_after": len(idx), "keep": idx},
+    )
+    return commit(
+        model, changes, optimizer=optimizer, record=record, unknown_optimizer=unknown_optimizer
+    )
