@@ -399,7 +399,9 @@ class _Analysis:
         widths = {p: lookup(self.modules[p]).out_width(self.modules[p]) for p in s.producers}
         if len(set(widths.values())) != 1:
             for p in s.producers:
-                blocked[p] = f"producers tied by an element-wise operation differ in width: {widths}"
+                blocked[p] = (
+                    f"producers tied by an element-wise operation differ in width: {widths}"
+                )
             return None
         width = next(iter(widths.values()))
         consumers: list[Consumer] = []

@@ -207,7 +207,9 @@ def commit(
                 tx.call(do, undo)
         after = list(model.parameters())
         after_set = set(after)
-        added = [p for p in after if p not in before and all(p is not n for n, _ in remaps.values())]
+        added = [
+            p for p in after if p not in before and all(p is not n for n, _ in remaps.values())
+        ]
         lost = [p for p in before if p not in after_set and p not in remaps]
         record.replaced = {old: new for old, (new, _) in remaps.items()}
         record.added = added

@@ -324,7 +324,9 @@ register(
 # ---------------------------------------------------------------- Flatten and pass-through layers
 def _flatten_unsupported(m: nn.Flatten) -> str | None:
     if m.start_dim != 1 or m.end_dim != -1:
-        return f"only Flatten(start_dim=1, end_dim=-1) is supported, got ({m.start_dim}, {m.end_dim})"
+        return (
+            f"only Flatten(start_dim=1, end_dim=-1) is supported, got ({m.start_dim}, {m.end_dim})"
+        )
     return None
 
 

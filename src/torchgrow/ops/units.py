@@ -132,7 +132,9 @@ def widen(
         changes += require(modules[pc], pc, Role.PER_CHANNEL).grow_channels(modules[pc], k)
     for c in unit.consumers:
         ops = require(modules[c.name], c.name, Role.CONSUMER)
-        _check_block(fout[c.name], ops.fan_out_shape(modules[c.name], k, c.factor), "fan_out", c.name)
+        _check_block(
+            fout[c.name], ops.fan_out_shape(modules[c.name], k, c.factor), "fan_out", c.name
+        )
         changes += ops.grow_in(modules[c.name], k, fout[c.name], c.factor)
 
     record = EditRecord(
@@ -174,7 +176,9 @@ def _check_keep(keep: object, width: int, name: str) -> Tensor:
     if idx.numel() == 0:
         raise GrowthInputError(f"keep is empty: {name!r} must keep at least one unit")
     if (idx < 0).any() or (idx >= width).any():
-        raise GrowthInputError(f"keep indices must be in [0, {width}) for {name!r}, got {idx.tolist()}")
+        raise GrowthInputError(
+            f"keep indices must be in [0, {width}) for {name!r}, got {idx.tolist()}"
+        )
     if idx.unique().numel() != idx.numel():
         raise GrowthInputError(f"keep has repeated indices: {idx.tolist()}")
     return idx.sort().values

@@ -1,0 +1,357 @@
+"""The engine: plugs growth into any training loop.
+
+.. code-block:: python
+
+    grower = torchgrow.Grower(model, optimizer, when=Every(500), where=AllAtOnce(),
+                              how=Random(), size=Units(4))
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        events = grower.step((x, y), loss_fn)      # grows when `when` fires
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import GrowthInputError
+from .graph import GrowableUnit, growable_units
+from .how import How, Init, Zero
+from .ops.masks import weight_parameter
+from .ops.units import shrink, widen
+from .size import Size, Units
+from .stats import Statistics, gather, split_batch
+from .when import GrowthState, When
+from .where import AllAtOnce, Where
+
+__all__ = ["Grower", "GrowthEvent"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class GrowthEvent:
+    """One unit grown at one growth step.
+
+    Attributes
+    ----------
+    step : int
+        Optimizer steps done when it happened.
+    unit : str
+        The unit's name (its first producer).
+    units_added : int
+        Units added to it.
+    width_before, width_after : int
+        Its width before and after.
+    params_before, params_after : int
+        Parameters of the whole model before and after.
+    max_abs_delta : float
+        Max |output after - output before| on the growth batch, eval mode
+        (NaN when not measured).
+    grad_norm_fan_in, grad_norm_fan_out : float
+        L2 norm of the loss gradient w.r.t. the new fan-in / fan-out weights
+        right after growth, on the growth batch (NaN when not measured).
+    seconds : float
+        Wall time of this unit's growth (statistics, init and edit).
+    how : str
+        The initialiser's description.
+    info : dict
+        What the initialiser reported.
+    """
+
+    step: int
+    unit: str
+    units_added: int
+    width_before: int
+    width_after: int
+    params_before: int
+    params_after: int
+    max_abs_delta: float = float("nan")
+    grad_norm_fan_in: float = float("nan")
+    grad_norm_fan_out: float = float("nan")
+    seconds: float = 0.0
+    how: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (for JSON logs)."""
+        d = asdict(self)
+        d["info"] = {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))}
+        return d
+
+
+def default_loss(output: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy for integer targets, MSE otherwise."""
+    if target.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        return F.cross_entropy(output, target)
+    return F.mse_loss(output, target)
+
+
+def _forward_eval(model: nn.Module, x: Tensor) -> Tensor:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train(was)
+
+
+class Grower:
+    """Grows a model during training: ``when`` fires, ``where`` picks units, ``how`` initialises.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model, edited in place.
+    optimizer : torch.optim.Optimizer, optional
+        Carried across every edit (state kept, new entries zero).
+    when : When
+        The trigger (see :mod:`torchgrow.when`).
+    where : Where, optional
+        Unit selection (default :class:`~torchgrow.where.AllAtOnce`).
+    how : How, optional
+        Initialiser (default :class:`~torchgrow.how.Zero`).
+    size : Size, optional
+        Units per grown unit per step (default ``Units(1)``).
+    loss_fn : callable, optional
+        Default loss for statistics (default: cross-entropy for class labels, MSE otherwise).
+    measure : bool
+        Measure max |Δ output| and the new weights' gradient norms on the growth
+        batch (two extra forward passes and one backward per growth step).
+    unknown_optimizer : {"raise", "reset"}
+        See :func:`torchgrow.ops.widen`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        when: When,
+        where: Where | None = None,
+        how: How | None = None,
+        size: Size | None = None,
+        loss_fn: LossFn | None = None,
+        measure: bool = True,
+        unknown_optimizer: str = "raise",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise GrowthInputError(f"model must be an nn.Module, got {type(model).__name__}")
+        if not isinstance(when, When):
+            raise GrowthInputError(f"when must be a torchgrow.when trigger, got {when!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.when = when
+        self.where = where if where is not None else AllAtOnce()
+        self.how = how if how is not None else Zero()
+        self.size = size if size is not None else Units(1)
+        self.loss_fn = loss_fn or default_loss
+        self.measure = measure
+        self.unknown_optimizer = unknown_optimizer
+        self.state = GrowthState()
+        self.events: list[GrowthEvent] = []
+
+    # ------------------------------------------------------------ the training-loop hooks
+    def step(self, batch: object = None, loss_fn: LossFn | None = None) -> list[GrowthEvent]:
+        """Count one optimizer step; grow on ``batch`` if the trigger fires.
+
+        Parameters
+        ----------
+        batch : tuple, optional
+            ``(x, y)``: the growth batch (needed only when growth happens).
+        loss_fn : callable, optional
+            Overrides the grower's loss for this step.
+
+        Returns
+        -------
+        list of GrowthEvent
+            Empty unless the model grew.
+        """
+        self.state.step += 1
+        if not self.when.fires(self.state):
+            return []
+        if batch is None:
+            raise GrowthInputError(
+                f"the trigger fired at step {self.state.step} but no growth batch was given: "
+                "call grower.step((x, y), loss_fn)"
+            )
+        return self.grow(batch, loss_fn)
+
+    def observe(self, **metrics: float) -> None:
+        """Record metric values (for ``Plateau`` and other metric-driven triggers)."""
+        for name, value in metrics.items():
+            self.state.metrics.setdefault(name, []).append(float(value))
+
+    # ------------------------------------------------------------ growing
+    def candidates(self) -> list[GrowableUnit]:
+        """The model's growable units now."""
+        return growable_units(self.model)
+
+    def grow(self, batch: object, loss_fn: LossFn | None = None) -> list[GrowthEvent]:
+        """Grow now: select units, gather statistics once, initialise, widen.
+
+        All statistics come from the model as it was before this step (as in
+        GradMax's all-at-once updater). The step is atomic: if any unit fails,
+        units already grown in this step are shrunk back and the error re-raised.
+
+        Parameters
+        ----------
+        batch : tuple
+            ``(x, y)`` growth batch.
+        loss_fn : callable, optional
+            Overrides the grower's loss.
+
+        Returns
+        -------
+        list of GrowthEvent
+            One per grown unit.
+        """
+        loss_fn = loss_fn or self.loss_fn
+        x, _ = split_batch(batch)
+        units = self.where.select(self.candidates(), self.state)
+        if not units:
+            warnings.warn("growth step selected no unit: nothing grows", stacklevel=2)
+            return []
+        start = time.perf_counter()
+        ks = {u.name: self.size.units(u) for u in units}
+        stats: Statistics | None = None
+        if self.how.needs:
+            stats = gather(self.model, batch, loss_fn, units, self.how.needs)
+        inits: dict[str, Init] = {
+            u.name: self.how.init(u, ks[u.name], stats, self.model) for u in units
+        }
+        prep = (time.perf_counter() - start) / len(units)
+        y_prev = _forward_eval(self.model, x) if self.measure else None
+        done: list[tuple[GrowableUnit, int]] = []
+        events: list[GrowthEvent] = []
+        try:
+            for u in units:
+                t0 = time.perf_counter()
+                init = inits[u.name]
+                rec = widen(
+                    self.model,
+                    u.name,
+                    ks[u.name],
+                    fan_in=init.fan_in or None,
+                    fan_out=init.fan_out or None,
+                    optimizer=self.optimizer,
+                    unknown_optimizer=self.unknown_optimizer,
+                )
+                done.append((u, u.width))
+                ev = GrowthEvent(
+                    step=self.state.step,
+                    unit=u.name,
+                    units_added=ks[u.name],
+                    width_before=u.width,
+                    width_after=u.width + ks[u.name],
+                    params_before=rec.params_before,
+                    params_after=rec.params_after,
+                    how=self.how.describe(),
+                    info=dict(init.info),
+                )
+                if y_prev is not None:
+                    y_new = _forward_eval(self.model, x)
+                    ev.max_abs_delta = float((y_new - y_prev).abs().max())
+                    y_prev = y_new
+                ev.seconds = prep + time.perf_counter() - t0
+                events.append(ev)
+        except BaseException:
+            for u, width in reversed(done):
+                shrink(
+                    self.model,
+                    u.name,
+                    range(width),
+                    optimizer=self.optimizer,
+                    unknown_optimizer=self.unknown_optimizer,
+                )
+            raise
+        if self.measure:
+            self._measure_gradients(events, batch, loss_fn)
+        self.state.events += 1
+        self.events.extend(events)
+        return events
+
+    def _measure_gradients(
+        self, events: Sequence[GrowthEvent], batch: object, loss_fn: LossFn
+    ) -> None:
+        """Gradient norms of the new fan-in/fan-out right after growth (GradMax's metric)."""
+        modules = dict(self.model.named_modules())
+        wanted: list[tuple[GrowthEvent, str, nn.Module, int]] = []
+        for ev in events:
+            from .graph import find_unit
+
+            unit = find_unit(self.model, ev.unit)
+            for p in unit.producers:
+                wanted.append((ev, "in", modules[p], 1))
+            for c in unit.consumers:
+                wanted.append((ev, "out", modules[c.name], c.factor))
+        params = list(
+            {id(weight_parameter(m)): weight_parameter(m) for _, _, m, _ in wanted}.values()
+        )
+        x, y = split_batch(batch)
+        saved = [(b, b.detach().clone()) for b in self.model.buffers()]
+        try:
+            with torch.enable_grad():
+                loss = loss_fn(self.model(x), y)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for b, v in saved:
+                    b.copy_(v)
+        by_id = {id(p): g for p, g in zip(params, grads, strict=True)}
+        sums: dict[tuple[int, str], float] = {}
+        for ev, side, m, factor in wanted:
+            g = by_id[id(weight_parameter(m))]
+            if g is None:
+                continue
+            new = g[ev.width_before :] if side == "in" else g[:, ev.width_before * factor :]
+            key = (id(ev), side)
+            sums[key] = sums.get(key, 0.0) + float(new.pow(2).sum())
+        for ev in events:
+            ev.grad_norm_fan_in = sums.get((id(ev), "in"), 0.0) ** 0.5
+            ev.grad_norm_fan_out = sums.get((id(ev), "out"), 0.0) ** 0.5
+
+    # ------------------------------------------------------------ description and state
+    def describe(self) -> dict[str, str]:
+        """The when/where/how/size of this grower, one line each (for reports)."""
+        return {
+            "when": self.when.describe(),
+            "where": self.where.describe(),
+            "how": self.how.describe(),
+            "size": self.size.describe(),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, metric history, events and the policies' own state."""
+        return {
+            "step": self.state.step,
+            "events_count": self.state.events,
+            "metrics": {k: list(v) for k, v in self.state.metrics.items()},
+            "events": [e.as_dict() for e in self.events],
+            "when": self.when.state_dict(),
+            "where": self.where.state_dict(),
+            "how": self.how.state_dict(),
+            "size": self.size.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (the policies must be of the same kinds)."""
+        self.state = GrowthState(
+            step=int(state["step"]),
+            events=int(state["events_count"]),
+            metrics={k: list(v) for k, v in state["metrics"].items()},
+        )
+        self.events = [GrowthEvent(**e) for e in state["events"]]
+        self.when.load_state_dict(state["when"])
+        self.where.load_state_dict(state["where"])
+        self.how.load_state_dict(state["how"])
+        self.size.load_state_dict(state["size"])

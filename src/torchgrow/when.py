@@ -1,0 +1,229 @@
+"""When to grow: triggers.
+
+A trigger is asked once per training step (after the optimizer step) by
+:meth:`torchgrow.Grower.step`, with the number of optimizer steps done so far
+and the metrics observed so far.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import GrowthInputError
+
+__all__ = ["GrowthState", "When", "Every", "Schedule", "Plateau", "Manual"]
+
+
+@dataclass
+class GrowthState:
+    """What triggers and selectors may look at.
+
+    Attributes
+    ----------
+    step : int
+        Optimizer steps done so far.
+    events : int
+        Growth steps done so far (a step may grow several units).
+    metrics : dict
+        Metric name -> list of observed values (see :meth:`torchgrow.Grower.observe`).
+    """
+
+    step: int = 0
+    events: int = 0
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+
+
+class When:
+    """Base class of triggers: ``fires(state) -> bool``."""
+
+    def fires(self, state: GrowthState) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for reports."""
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any]:
+        """Serializable state (for checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+
+def _nonneg_int(value: object, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise GrowthInputError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class Every(When):
+    """Grow every ``steps`` steps from step ``start``, at most ``times`` times (GradMax).
+
+    Fires at step ``t`` when ``t % steps == 0``, ``t >= start`` and fewer than
+    ``times`` growth steps happened.
+
+    Parameters
+    ----------
+    steps : int
+        Period in optimizer steps (>= 1).
+    start : int
+        First step at which growth may happen.
+    times : int, optional
+        Maximum number of growth steps (``None``: no limit).
+    """
+
+    def __init__(self, steps: int, start: int = 0, times: int | None = None) -> None:
+        self.steps = _nonneg_int(steps, "Every(steps)", 1)
+        self.start = _nonneg_int(start, "Every(start)")
+        self.times = None if times is None else _nonneg_int(times, "Every(times)")
+
+    def fires(self, state: GrowthState) -> bool:
+        if self.times is not None and state.events >= self.times:
+            return False
+        return state.step >= self.start and state.step % self.steps == 0 and state.step > 0
+
+    def describe(self) -> str:
+        n = "unbounded" if self.times is None else f"{self.times}x"
+        return f"every {self.steps} steps from step {self.start}, {n}"
+
+
+class Schedule(When):
+    """Grow at the given steps.
+
+    Parameters
+    ----------
+    steps : sequence of int
+        Optimizer step counts at which to grow (>= 1).
+    """
+
+    def __init__(self, steps: Sequence[int]) -> None:
+        self.steps = sorted({_nonneg_int(s, "Schedule step", 1) for s in steps})
+        if not self.steps:
+            raise GrowthInputError("Schedule needs at least one step")
+
+    def fires(self, state: GrowthState) -> bool:
+        return state.step in self.steps
+
+    def describe(self) -> str:
+        return f"at steps {self.steps}"
+
+
+class Plateau(When):
+    """Grow when a metric has not improved by ``min_delta`` for ``patience`` observations.
+
+    After firing, the trigger waits another ``patience`` observations (and the
+    optional ``cooldown``) before it can fire again. Metrics are fed with
+    :meth:`torchgrow.Grower.observe`.
+
+    Parameters
+    ----------
+    metric : str
+        Name of the observed metric (e.g. ``"val_loss"``, ``"val_accuracy"``).
+    patience : int
+        Observations without improvement before firing (>= 1).
+    min_delta : float
+        Minimum change that counts as an improvement.
+    mode : {"min", "max"}
+        Whether lower (loss) or higher (accuracy) is better.
+    cooldown : int
+        Extra observations to wait after a growth step.
+    """
+
+    def __init__(
+        self,
+        metric: str = "val_loss",
+        patience: int = 3,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        cooldown: int = 0,
+    ) -> None:
+        if mode not in ("min", "max"):
+            raise GrowthInputError(f"Plateau(mode) must be 'min' or 'max', got {mode!r}")
+        if not (
+            isinstance(min_delta, (int, float)) and math.isfinite(min_delta) and min_delta >= 0
+        ):
+            raise GrowthInputError(f"Plateau(min_delta) must be finite and >= 0, got {min_delta!r}")
+        self.metric = metric
+        self.patience = _nonneg_int(patience, "Plateau(patience)", 1)
+        self.cooldown = _nonneg_int(cooldown, "Plateau(cooldown)")
+        self.min_delta = float(min_delta)
+        self.mode = mode
+        self._seen = 0  # observations consumed
+        self._best: float | None = None
+        self._since_best = 0
+        self._wait = 0
+
+    def _better(self, value: float) -> bool:
+        if self._best is None:
+            return True
+        if self.mode == "min":
+            return value < self._best - self.min_delta
+        return value > self._best + self.min_delta
+
+    def fires(self, state: GrowthState) -> bool:
+        values = state.metrics.get(self.metric, [])
+        for value in values[self._seen :]:
+            if not math.isfinite(value):
+                raise GrowthInputError(f"Plateau: metric {self.metric!r} is {value}")
+            if self._wait > 0:
+                self._wait -= 1
+            if self._better(value):
+                self._best = value
+                self._since_best = 0
+            else:
+                self._since_best += 1
+        self._seen = len(values)
+        if self._since_best >= self.patience and self._wait == 0:
+            self._since_best = 0
+            self._best = None  # the grown model starts a new comparison
+            self._wait = self.cooldown
+            return True
+        return False
+
+    def describe(self) -> str:
+        return (
+            f"when {self.metric} has not improved by {self.min_delta:g} "
+            f"for {self.patience} observations"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "seen": self._seen,
+            "best": self._best,
+            "since_best": self._since_best,
+            "wait": self._wait,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._seen = state["seen"]
+        self._best = state["best"]
+        self._since_best = state["since_best"]
+        self._wait = state["wait"]
+
+
+class Manual(When):
+    """Never fires on its own; call :meth:`trigger` (or ``Grower.grow``) to grow."""
+
+    def __init__(self) -> None:
+        self._pending = False
+
+    def trigger(self) -> None:
+        """Grow at the next :meth:`torchgrow.Grower.step`."""
+        self._pending = True
+
+    def fires(self, state: GrowthState) -> bool:
+        fired, self._pending = self._pending, False
+        return fired
+
+    def describe(self) -> str:
+        return "on request"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"pending": self._pending}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = bool(state.get("pending", False))
