@@ -1,0 +1,1 @@
+"""torchgrow benchmarks: reproduction and speed scripts writing JSON + Markdown results."""

@@ -1,0 +1,27 @@
+"""Run every benchmark (``make bench``); each writes JSON + Markdown under benchmarks/results/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+
+BENCHMARKS = ["overhead"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("names", nargs="*", help=f"subset of {BENCHMARKS}")
+    ap.add_argument("--quick", action="store_true", help="smoke-test settings")
+    args = ap.parse_args(argv)
+    for name in args.names or BENCHMARKS:
+        if name not in BENCHMARKS:
+            raise SystemExit(f"unknown benchmark {name!r}; choose from {BENCHMARKS}")
+        t0 = time.perf_counter()
+        print(f"== {name}")
+        importlib.import_module(f"benchmarks.{name}").main(["--quick"] if args.quick else [])
+        print(f"== {name}: {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
