@@ -56,7 +56,7 @@ def insert_after(
     just after it. Otherwise ``name`` is replaced by
     ``nn.Sequential(OrderedDict(orig=<module>, <new_name>=layer))`` in its
     parent (the original module object, and so its parameters and optimizer
-    state, are kept).
+    state, are kept). The new layer takes the train/eval mode of ``name``.
 
     Parameters
     ----------
@@ -103,6 +103,7 @@ def insert_after(
         old_modules = parent._modules
 
         def do() -> None:
+            layer.train(target.training)
             parent._modules = new_modules
 
         def undo() -> None:
@@ -114,6 +115,7 @@ def insert_after(
         old = parent._modules[child]
 
         def do() -> None:
+            wrapper.train(target.training)
             parent._modules[child] = wrapper
 
         def undo() -> None:
@@ -176,6 +178,7 @@ def append_block(
             break
 
     def do() -> None:
+        block.train(stage.training)
         stage._modules[key] = block
 
     def undo() -> None:
