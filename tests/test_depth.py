@@ -77,3 +77,19 @@ def test_append_block_refuses_non_sequential_and_reused_modules():
         append_block(model, "stage1", model.stage1[0])
     with pytest.raises(GrowthInputError, match="no module named"):
         append_block(model, "stage9", torch.nn.Identity())
+
+
+def test_layer_inserted_after_an_activation_joins_the_group_of_the_layer_before():
+    torch.manual_seed(0)
+    model = models.mlp([6, 5, 4, 3])  # fc1 act1 fc2 act2 fc3
+    opt = torch.optim.SGD(
+        [
+            {"params": list(model.fc1.parameters()) + list(model.fc3.parameters()), "lr": 0.1},
+            {"params": list(model.fc2.parameters()), "lr": 0.01},
+        ]
+    )
+    rec = insert_after(model, "act2", identity_linear(4), optimizer=opt)
+    second = {id(p) for p in opt.param_groups[1]["params"]}
+    assert all(id(p) in second for p in rec.added)  # fc2's group (lr 0.01), not group 0
+    assert opt.param_groups[1]["lr"] == 0.01
+    check_consistent(model, opt)

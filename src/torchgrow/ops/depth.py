@@ -41,6 +41,17 @@ def _anchor(module: nn.Module) -> nn.Parameter | None:
     return next(iter(module.parameters()), None)
 
 
+def _anchor_before(model: nn.Module, name: str) -> nn.Parameter | None:
+    """A parameter of ``name`` or, if it has none, of the nearest module before it."""
+    names = [n for n, _ in model.named_modules()]
+    modules = dict(model.named_modules())
+    for n in reversed(names[: names.index(name) + 1]):
+        p = next(iter(modules[n].parameters(recurse=n == name)), None)
+        if p is not None:
+            return p
+    return None
+
+
 def insert_after(
     model: nn.Module,
     name: str,
@@ -70,7 +81,9 @@ def insert_after(
     new_name : str, optional
         Its name in the container (default ``"<child>_next"``, numbered if taken).
     optimizer : torch.optim.Optimizer, optional
-        The new parameters join the param group of ``name``'s parameters (or group 0).
+        The new parameters join the param group of ``name``'s parameters or,
+        if it has none (an activation), of the nearest module before it with
+        parameters (group 0 if there is none).
     unknown_optimizer : {"raise", "reset"}
         See :func:`torchgrow.ops.widen`.
 
@@ -129,7 +142,7 @@ def insert_after(
         optimizer=optimizer,
         record=record,
         structural=[(do, undo)],
-        new_params_anchor=_anchor(target),
+        new_params_anchor=_anchor_before(model, name),
         unknown_optimizer=unknown_optimizer,
     )
 

@@ -40,8 +40,9 @@ class Change:
     tensor : Tensor, optional
         The new value of a parameter or buffer.
     remap : callable, optional
-        For parameters: maps optimizer state shaped like the old parameter to
-        the new shape (old entries kept, new ones filled).
+        The same structural edit as a function: maps any tensor shaped like
+        the old one to the new shape (old entries kept, new ones filled).
+        Required for parameters (it carries their optimizer state).
     value : Any
         The new value of a plain attribute.
     """
@@ -139,6 +140,39 @@ class _Transaction:
         self._undo.clear()
 
 
+def _compose(first: Change, second: Change, old: Tensor) -> Change:
+    """Merge two changes of one tensor (a module that both produces and consumes a unit).
+
+    Each change was planned from the old tensor: ``c = r(old) + block``. For
+    structural edits along different dimensions the remaps commute, so the
+    merged tensor is ``r2(c1) + r1(c2) - r2(r1(old))``: the old entries, both
+    blocks, and zero where the two new regions cross.
+    """
+    assert first.tensor is not None and second.tensor is not None
+    if first.remap is None or second.remap is None:
+        raise AssertionError(f"cannot merge two changes of {first.name!r} without remaps")
+    r1, r2 = first.remap, second.remap
+    base = old.detach()
+    merged = r2(first.tensor, 0.0) + r1(second.tensor, 0.0) - r2(r1(base, 0.0), 0.0)
+    return Change(first.owner, first.name, merged, lambda t, fill: r2(r1(t, fill), fill))
+
+
+def _merge_same_tensor(changes: Sequence[Change]) -> list[Change]:
+    """One change per tensor: compose the (at most two) changes planned for the same one."""
+    out: list[Change] = []
+    where: dict[tuple[int, str], int] = {}
+    for ch in changes:
+        key = (id(ch.owner), ch.name)
+        if ch.tensor is None or key not in where:
+            if ch.tensor is not None:
+                where[key] = len(out)
+            out.append(ch)
+            continue
+        i = where[key]
+        out[i] = _compose(out[i], ch, getattr(ch.owner, ch.name))
+    return out
+
+
 def count_params(model: nn.Module) -> int:
     """Number of scalar parameters of ``model`` (dense count)."""
     return sum(p.numel() for p in model.parameters())
@@ -182,10 +216,10 @@ def commit(
     from .optim_state import carry, check_carry  # local: optim_state imports this module
 
     start = time.perf_counter()
+    changes = _merge_same_tensor(changes)
     record.params_before = count_params(model)
     before = set(model.parameters())
-    if optimizer is not None:
-        check_carry(optimizer, unknown=unknown_optimizer)
+    check_carry(optimizer, unknown=unknown_optimizer)
     tx = _Transaction()
     remaps: dict[nn.Parameter, tuple[nn.Parameter, Remap]] = {}
     try:

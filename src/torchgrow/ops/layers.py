@@ -50,7 +50,7 @@ def _tensor_change(owner: nn.Module, name: str, dim: int, *, block=None, keep=No
     else:
         new = torch.cat([t.detach(), block.to(device=t.device, dtype=t.dtype)], dim)
         remap = _append_remap(dim, block.shape[dim])
-    return Change(owner, name, new, remap if isinstance(t, nn.Parameter) else None)
+    return Change(owner, name, new, remap)
 
 
 def _weight_changes(module: nn.Module, dim: int, *, block=None, keep=None) -> list[Change]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptimizerCarryError
+from ..errors import GrowthInputError, OptimizerCarryError
 from .edit import Remap
 
 __all__ = ["SUPPORTED_OPTIMIZERS", "carry", "check_carry", "check_consistent"]
@@ -49,22 +49,30 @@ def _supported(optimizer: torch.optim.Optimizer) -> bool:
     return type(optimizer) in SUPPORTED_OPTIMIZERS
 
 
-def check_carry(optimizer: torch.optim.Optimizer, *, unknown: str = "raise") -> None:
+def check_carry(optimizer: torch.optim.Optimizer | None, *, unknown: str = "raise") -> None:
     """Raise if ``optimizer``'s state cannot be carried (before anything is edited).
 
     Parameters
     ----------
-    optimizer : torch.optim.Optimizer
-        The optimizer an edit will carry.
+    optimizer : torch.optim.Optimizer or None
+        The optimizer an edit will carry (``None``: only ``unknown`` is checked).
     unknown : {"raise", "reset"}
         ``"reset"`` accepts an unknown optimizer kind: the state of edited
         parameters will be dropped, with a warning.
     """
     if unknown not in ("raise", "reset"):
-        raise ValueError(f"unknown_optimizer must be 'raise' or 'reset', got {unknown!r}")
+        raise GrowthInputError(f"unknown_optimizer must be 'raise' or 'reset', got {unknown!r}")
+    if optimizer is None:
+        return
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise OptimizerCarryError(
             f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+        )
+    if hasattr(optimizer, "_params"):
+        raise OptimizerCarryError(
+            f"{type(optimizer).__name__} keeps its own flattened view of all parameters "
+            "(e.g. LBFGS's history vectors), which cannot be carried or reset per parameter; "
+            "build a new optimizer after growing."
         )
     if not _supported(optimizer) and unknown == "raise":
         names = ", ".join(c.__name__ for c in SUPPORTED_OPTIMIZERS)
@@ -168,9 +176,10 @@ def carry(
             f"know {type(optimizer).__name__}'s state layout.",
             stacklevel=3,
         )
-    # commit: nothing above touched the optimizer
+    # commit: nothing above touched the optimizer; lists are updated in place so that any
+    # alias of them the optimizer keeps stays valid
     for group, params in zip(optimizer.param_groups, new_groups, strict=True):
-        group["params"] = params
+        group["params"][:] = params
     optimizer.state = defaultdict(dict, new_state)
 
 

@@ -167,14 +167,14 @@ def widen(
 
 def _check_keep(keep: object, width: int, name: str) -> Tensor:
     try:
-        idx = torch.as_tensor(keep)
+        idx = torch.as_tensor(keep if isinstance(keep, Tensor) else list(keep))
     except Exception as exc:
         raise GrowthInputError(f"keep must be a sequence of unit indices, got {keep!r}") from exc
+    if idx.numel() == 0:
+        raise GrowthInputError(f"keep is empty: {name!r} must keep at least one unit")
     if idx.dim() != 1 or idx.dtype.is_floating_point or idx.dtype == torch.bool:
         raise GrowthInputError(f"keep must be a 1-D sequence of integer indices, got {keep!r}")
     idx = idx.long()
-    if idx.numel() == 0:
-        raise GrowthInputError(f"keep is empty: {name!r} must keep at least one unit")
     if (idx < 0).any() or (idx >= width).any():
         raise GrowthInputError(
             f"keep indices must be in [0, {width}) for {name!r}, got {idx.tolist()}"
