@@ -175,3 +175,41 @@ def test_grown_network_trains_new_units_and_keeps_learning():
     assert torch.count_nonzero(new_row) == 0
     train(model, opt, grower, 5, x, y)
     assert torch.count_nonzero(model.fc1.weight[4]) > 0
+
+
+@pytest.mark.parametrize("zero_side", ["out", None, "in"])
+def test_all_at_once_with_adjacent_units_pads_later_blocks(zero_side):
+    """fc1's growth adds inputs to fc2; fc2's init (computed before the step) is padded with zeros."""
+    model = small_mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = data()
+    y0 = model(x).detach()
+    grower = Grower(
+        model, opt, when=Manual(), how=Random(zero_side=zero_side, seed=0), size=Units(2)
+    )
+    events = grower.grow((x, y))
+    assert [e.unit for e in events] == ["fc1", "fc2"]
+    assert model.fc2.weight.shape == (6, 6)
+    # the weights between fc1's new units and fc2's new units are zero
+    assert torch.count_nonzero(model.fc2.weight[4:, 4:]) == 0
+    if zero_side is not None:
+        assert (model(x) - y0).abs().max() <= 1e-6
+    check_consistent(model, opt)
+
+
+def test_all_at_once_on_a_resnet_with_residual_groups():
+    from torchgrow import models
+
+    torch.manual_seed(0)
+    model = models.cifar_resnet((1, 1, 1), (4, 8, 8), in_channels=1, activation="relu1").eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    x, y = torch.rand(4, 1, 12, 12), torch.tensor([0, 1, 2, 3])
+    y0 = model(x).detach()
+    n_units = len(growable_units(model))
+    assert n_units == 6  # stem+stage1 stream, stage2 stream, stage3 stream, three inner convs
+    grower = Grower(model, opt, when=Manual(), how=Random(seed=0), size=Units(2))
+    events = grower.grow((x, y))
+    assert len(events) == n_units
+    assert max(e.max_abs_delta for e in events) <= 1e-6
+    assert (model(x) - y0).abs().max() <= 1e-6
+    check_consistent(model, opt)

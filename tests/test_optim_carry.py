@@ -10,7 +10,6 @@ keep dormant weights at exactly zero under training.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 

@@ -95,6 +95,56 @@ def default_loss(output: Tensor, target: Tensor) -> Tensor:
     return F.mse_loss(output, target)
 
 
+def _block_shapes(model: nn.Module, unit: GrowableUnit, k: int) -> dict[str, tuple[int, ...]]:
+    """Expected fan-in (per producer) and fan-out (per consumer) shapes for ``k`` new units."""
+    from .graph import find_unit
+    from .ops.registry import lookup
+
+    current = find_unit(model, unit.name)
+    modules = dict(model.named_modules())
+    shapes = {p: tuple(lookup(modules[p]).fan_in_shape(modules[p], k)) for p in current.producers}
+    for c in current.consumers:
+        m = modules[c.name]
+        shapes[c.name] = tuple(lookup(m).fan_out_shape(m, k, c.factor))
+    return shapes
+
+
+def _pad_to(block: Tensor | None, before: tuple[int, ...], now: tuple[int, ...]) -> Tensor | None:
+    """Zero-pad ``block`` from the shape expected before the step to the shape expected now.
+
+    In an all-at-once step every unit's init is computed from the model as it
+    was before the step. Once an earlier unit has grown, a later unit's
+    producer may have new inputs and its consumer new outputs; the weights
+    between the new units of both start at zero. Only a block that had the
+    right shape before the step is padded: a wrong block is left for ``widen``
+    to report.
+    """
+    if block is None or tuple(block.shape) != before or before == now:
+        return block
+    pad: list[int] = []
+    for b, s in reversed(list(zip(before, now, strict=True))):
+        pad += [0, s - b]
+    return F.pad(block, pad)
+
+
+def _fit_init(
+    model: nn.Module, unit: GrowableUnit, k: int, init: Init, before: dict[str, tuple[int, ...]]
+) -> Init:
+    """``init`` with its blocks padded to the unit's current shapes (see :func:`_pad_to`)."""
+    now = _block_shapes(model, unit, k)
+
+    def fit(name: str, t: Tensor | None) -> Tensor | None:
+        if name not in before or name not in now:
+            return t
+        return _pad_to(t, before[name], now[name])
+
+    return Init(
+        fan_in={p: fit(p, t) for p, t in init.fan_in.items()},
+        fan_out={c: fit(c, t) for c, t in init.fan_out.items()},
+        info=init.info,
+    )
+
+
 def _forward_eval(model: nn.Module, x: Tensor) -> Tensor:
     was = model.training
     model.eval()
@@ -226,6 +276,7 @@ class Grower:
         stats: Statistics | None = None
         if self.how.needs:
             stats = gather(self.model, batch, loss_fn, units, self.how.needs)
+        shapes = {u.name: _block_shapes(self.model, u, ks[u.name]) for u in units}
         inits: dict[str, Init] = {
             u.name: self.how.init(u, ks[u.name], stats, self.model) for u in units
         }
@@ -236,7 +287,11 @@ class Grower:
         try:
             for u in units:
                 t0 = time.perf_counter()
-                init = inits[u.name]
+                init = (
+                    _fit_init(self.model, u, ks[u.name], inits[u.name], shapes[u.name])
+                    if done
+                    else inits[u.name]
+                )
                 rec = widen(
                     self.model,
                     u.name,
