@@ -6,7 +6,7 @@ literature: *why* grow (:mod:`torchgrow.why`), *when* (:mod:`torchgrow.when`),
 lives in :mod:`torchgrow.ops`, the engine in :class:`torchgrow.Grower`.
 """
 
-from . import graph, how, ops, size, when, where
+from . import data, graph, how, models, ops, size, train, when, where, why
 from .errors import (
     GraphError,
     GrowthInputError,
@@ -15,18 +15,25 @@ from .errors import (
     UnsupportedLayerError,
 )
 from .grower import Grower, GrowthEvent
+from .io import load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Grower",
     "GrowthEvent",
+    "save",
+    "load",
+    "data",
     "graph",
     "how",
+    "models",
     "ops",
     "size",
+    "train",
     "when",
     "where",
+    "why",
     "TorchgrowError",
     "GrowthInputError",
     "GraphError",
