@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .errors import GrowthInputError
 from .graph import GrowableUnit
 from .ops.masks import weight_parameter
+from .policy import Policy
 from .stats import Statistics
 
 __all__ = [
@@ -105,7 +106,7 @@ def _normalise_rows(v: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- initialisers
-class How:
+class How(Policy):
     """Base class of initialisers.
 
     Attributes
@@ -124,17 +125,6 @@ class How:
         self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module
     ) -> Init:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def describe(self) -> str:
-        """One line for reports."""
-        return type(self).__name__
-
-    def state_dict(self) -> dict[str, Any]:
-        """Serializable state (random generator...)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
 
 
 class Zero(How):

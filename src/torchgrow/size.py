@@ -7,26 +7,16 @@ from typing import Any
 
 from .errors import GrowthInputError
 from .graph import GrowableUnit
+from .policy import Policy
 
 __all__ = ["Size", "Units", "Fraction"]
 
 
-class Size:
+class Size(Policy):
     """Base class: ``units(unit) -> int`` (>= 1)."""
 
     def units(self, unit: GrowableUnit) -> int:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def describe(self) -> str:
-        """One line for reports."""
-        return type(self).__name__
-
-    def state_dict(self) -> dict[str, Any]:
-        """Serializable state (for checkpoints)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
 
 
 class Units(Size):

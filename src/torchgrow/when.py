@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import GrowthInputError
+from .policy import Policy
 
 __all__ = ["GrowthState", "When", "Every", "Schedule", "Plateau", "Manual"]
 
@@ -36,22 +37,11 @@ class GrowthState:
     metrics: dict[str, list[float]] = field(default_factory=dict)
 
 
-class When:
+class When(Policy):
     """Base class of triggers: ``fires(state) -> bool``."""
 
     def fires(self, state: GrowthState) -> bool:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def describe(self) -> str:
-        """One line for reports."""
-        return type(self).__name__
-
-    def state_dict(self) -> dict[str, Any]:
-        """Serializable state (for checkpoints)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
 
 
 def _nonneg_int(value: object, what: str, minimum: int = 0) -> int:

@@ -7,12 +7,13 @@ from typing import Any
 
 from .errors import GrowthInputError
 from .graph import GrowableUnit
+from .policy import Policy
 from .when import GrowthState
 
 __all__ = ["Where", "Layers", "AllAtOnce", "RoundRobin"]
 
 
-class Where:
+class Where(Policy):
     """Base class: ``select(candidates, state) -> units to grow now``.
 
     ``candidates`` are the model's growable units at the time of the step.
@@ -46,17 +47,6 @@ class Where:
         self, candidates: Sequence[GrowableUnit], state: GrowthState
     ) -> list[GrowableUnit]:  # pragma: no cover - interface
         raise NotImplementedError
-
-    def describe(self) -> str:
-        """One line for reports."""
-        return type(self).__name__
-
-    def state_dict(self) -> dict[str, Any]:
-        """Serializable state (for checkpoints)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`."""
 
 
 class Layers(Where):
