@@ -6,7 +6,7 @@ literature: *why* grow (:mod:`torchgrow.why`), *when* (:mod:`torchgrow.when`),
 lives in :mod:`torchgrow.ops`, the engine in :class:`torchgrow.Grower`.
 """
 
-from . import data, graph, how, models, ops, size, train, when, where, why
+from . import data, graph, how, methods, models, ops, size, train, when, where, why
 from .errors import (
     GraphError,
     GrowthInputError,
@@ -27,6 +27,7 @@ __all__ = [
     "data",
     "graph",
     "how",
+    "methods",
     "models",
     "ops",
     "size",

@@ -111,6 +111,14 @@ register_method(
 )
 register_method(
     Method(
+        "gradmax",
+        "GradMax: zero fan-in, fan-out from the SVD of the gradient (function-preserving); "
+        "schedule from --grow-every/--grow-start/--grow-times, --units per layer",
+        _how_grower(lambda args: tg_how.GradMax(seed=args.seed)),
+    )
+)
+register_method(
+    Method(
         "zero",
         "zero fan-in and fan-out (function-preserving)",
         _how_grower(lambda a: tg_how.Zero()),

@@ -209,6 +209,7 @@ class Grower:
         self.unknown_optimizer = unknown_optimizer
         self.state = GrowthState()
         self.events: list[GrowthEvent] = []
+        self.description: dict[str, str] | None = None  # set by torchgrow.methods
 
     # ------------------------------------------------------------ the training-loop hooks
     def step(self, batch: object = None, loss_fn: LossFn | None = None) -> list[GrowthEvent]:

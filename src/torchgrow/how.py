@@ -12,10 +12,12 @@ for ``Linear`` and ``Conv2d`` (and after a flatten).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import GrowthInputError
@@ -33,6 +35,14 @@ __all__ = [
     "fan_out_vectors",
     "fan_out_block",
     "target_norm",
+    "GradMax",
+    "GradMaxOpt",
+    "LossDescent",
+    "GradMaxFallbackWarning",
+    "GradMaxRankWarning",
+    "dense_pair_matrix",
+    "conv_pair_matrix",
+    "fix_signs",
 ]
 
 
@@ -233,3 +243,512 @@ class Random(How):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
+
+
+# ---------------------------------------------------------------- GradMax and its baselines
+_SPATIAL_OPS = {
+    "MaxPool1d",
+    "MaxPool2d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AdaptiveAvgPool1d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool1d",
+    "AdaptiveMaxPool2d",
+    "max_pool1d",
+    "max_pool2d",
+    "avg_pool1d",
+    "avg_pool2d",
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+}
+
+
+class GradMaxFallbackWarning(UserWarning):
+    """GradMax could not be applied to a unit and another rule initialised it."""
+
+
+class GradMaxRankWarning(UserWarning):
+    """More units were asked for than GradMax's matrix has informative directions."""
+
+
+def fix_signs(vectors: Tensor) -> Tensor:
+    """Flip each row so that its largest-magnitude entry is positive (SVD signs are arbitrary)."""
+    idx = vectors.abs().argmax(dim=1, keepdim=True)
+    signs = torch.sign(vectors.gather(1, idx))
+    signs[signs == 0] = 1
+    return vectors * signs
+
+
+def dense_pair_matrix(h_prev: Tensor, g_next: Tensor) -> Tensor:
+    """GradMax's ``M = sum_batch g_next h_prev^T`` for a Linear -> Linear pair, shape ``(d_out, d_in)``."""
+    h = h_prev.reshape(-1, h_prev.shape[-1]).double()
+    g = g_next.reshape(-1, g_next.shape[-1]).double()
+    return g.T @ h
+
+
+def _conv_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        return None
+    return tuple(conv.padding)  # type: ignore[return-value]
+
+
+def conv_pair_matrix(
+    h_prev: Tensor, g_next: Tensor, producer: nn.Conv2d, consumer: nn.Conv2d, budget: int = 2**23
+) -> Tensor:
+    """GradMax's matrix for a Conv2d -> Conv2d pair, shape ``(m0*k1h*k1w, m2*k2h*k2w)``.
+
+    ``N[(c0, p), (c2, q)]`` is the gradient that a new channel with fan-in tap
+    ``(c0, p)`` and fan-out tap ``(c2, q)`` would give: the sum over the batch
+    and the consumer's output positions ``z`` of ``g[c2, z]`` times the input
+    value that tap ``p`` of the producer reads at the producer position that
+    tap ``q`` of the consumer reads for ``z``. It is computed exactly with two
+    unfolds (any stride, padding and dilation; the consumer's zero padding of
+    the producer's output included). For stride 1 it equals the rearranged
+    gradient of GradMax's auxiliary ``(k1+k2-1)``-kernel conv.
+    """
+    n, m0 = h_prev.shape[:2]
+    m2 = g_next.shape[1]
+    k1 = producer.kernel_size
+    u1 = F.unfold(
+        h_prev.double(),
+        k1,
+        dilation=producer.dilation,
+        padding=_conv_padding(producer),
+        stride=producer.stride,
+    )
+    h1 = [
+        (h_prev.shape[2 + i] + 2 * producer.padding[i] - producer.dilation[i] * (k1[i] - 1) - 1)
+        // producer.stride[i]
+        + 1
+        for i in range(2)
+    ]
+    c1 = u1.shape[1]
+    u1 = u1.view(n, c1, h1[0], h1[1])
+    k2 = consumer.kernel_size
+    q = k2[0] * k2[1]
+    g = g_next.double().reshape(n, m2, -1)
+    per_example = c1 * q * g.shape[2]
+    chunk = max(1, budget // max(per_example, 1))
+    out = torch.zeros(c1, q, m2, dtype=torch.float64)
+    for s in range(0, n, chunk):
+        u2 = F.unfold(
+            u1[s : s + chunk],
+            k2,
+            dilation=consumer.dilation,
+            padding=_conv_padding(consumer),
+            stride=consumer.stride,
+        )
+        b = u2.shape[0]
+        if u2.shape[2] != g.shape[2]:
+            raise GrowthInputError(
+                "conv pair: the consumer's output positions do not match its gradient "
+                f"({u2.shape[2]} vs {g.shape[2]})"
+            )
+        out += torch.einsum("bcql,bml->cqm", u2.view(b, c1, q, -1), g[s : s + chunk])
+    return out.permute(0, 2, 1).reshape(c1, m2 * q)
+
+
+class GradMax(How):
+    """GradMax (Evci et al. 2022): zero fan-in, fan-out maximising the new fan-in's gradient.
+
+    With zero fan-in the function is preserved whatever the fan-out, and the
+    gradient of the loss w.r.t. the new fan-in is ``(W_out^new)^T M`` where
+    ``M = sum_batch (dL/d consumer output) (producer input)^T``. Among
+    fan-outs with orthogonal columns of norm ``r`` its norm is largest for the
+    top-``k`` left singular vectors of ``M`` (right singular vectors of the
+    conv matrix :func:`conv_pair_matrix`), each scaled to ``r``:
+    ``scale`` x the mean norm of the existing fan-out vectors
+    (``scale_method="mean_norm"``) or ``scale`` (``"fixed"``). Signs are made
+    deterministic (largest-magnitude entry positive).
+
+    Units GradMax's closed form does not cover:
+
+    - a pooling layer (or a depthwise conv) between the pair, residual groups
+      and several consumers are solved exactly for the same objective by
+      subspace iteration on the linear map ``W_out -> gradient of the new
+      fan-in`` (double backward through a widened copy; ``iterations`` passes);
+    - a producer and consumer of different kinds (conv -> flatten -> linear)
+      fall back to :class:`Random` with a warning, as the official code does
+      (``mixed="iterative"`` solves them like the cases above instead).
+
+    Per-channel layers between the pair (BatchNorm) are ignored by the closed
+    form, as in the official code. When ``k`` exceeds the rank of ``M``, the
+    extra directions are the next singular vectors of the full SVD: an
+    orthonormal basis of the null space of ``M^T`` (their gradient is zero) and
+    a :class:`GradMaxRankWarning` says so; beyond the consumer's dimension
+    (no orthonormal directions are left) they are random unit vectors.
+
+    Parameters
+    ----------
+    scale : float
+        Target norm factor (0.5 in the paper's CIFAR/ImageNet configs, 1.0 in
+        the student-teacher notebook).
+    scale_method : {"mean_norm", "fixed"}
+        How the target norm is computed.
+    mixed : {"random", "iterative"}
+        What to do with a producer/consumer pair of different kinds.
+    iterations : int
+        Subspace-iteration passes for the cases without a closed form.
+    seed : int
+        Seed for the random parts (fallback, extra directions, iteration start).
+    """
+
+    needs = frozenset({"producer_input", "consumer_grad"})
+    function_preserving = True
+
+    def __init__(
+        self,
+        scale: float = 0.5,
+        scale_method: str = "mean_norm",
+        mixed: str = "random",
+        iterations: int = 30,
+        seed: int = 0,
+    ) -> None:
+        if not (isinstance(scale, (int, float)) and scale > 0):
+            raise GrowthInputError(f"GradMax(scale) must be > 0, got {scale!r}")
+        if scale_method not in ("mean_norm", "fixed"):
+            raise GrowthInputError(
+                f"scale_method must be 'mean_norm' or 'fixed', got {scale_method!r}"
+            )
+        if mixed not in ("random", "iterative"):
+            raise GrowthInputError(f"mixed must be 'random' or 'iterative', got {mixed!r}")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise GrowthInputError(f"iterations must be an int >= 1, got {iterations!r}")
+        self.scale = float(scale)
+        self.scale_method = scale_method
+        self.mixed = mixed
+        self.iterations = iterations
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self._fallback = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
+
+    def describe(self) -> str:
+        return (
+            f"zero fan-in; fan-out = top singular vectors of the gradient "
+            f"({self.scale:g} x {self.scale_method})"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "fallback": self._fallback.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self._fallback.load_state_dict(state["fallback"])
+
+    # -- the cases
+    def _kind(self, unit: GrowableUnit, modules: dict[str, nn.Module]) -> str:
+        kinds = {type(modules[n]) for n in (*unit.producers, *(c.name for c in unit.consumers))}
+        if len(kinds) > 1:
+            return "mixed"
+        if len(unit.producers) != 1 or len(unit.consumers) != 1:
+            return "iterative"
+        if set(unit.between) & _SPATIAL_OPS:
+            return "iterative"
+        if any(isinstance(modules[p], nn.Conv2d) for p in unit.per_channel):
+            return "iterative"  # a depthwise conv between the pair
+        only = modules[unit.producers[0]]
+        if isinstance(only, nn.Conv2d):
+            cons = modules[unit.consumers[0].name]
+            if _conv_padding(only) is None or _conv_padding(cons) is None:
+                return "iterative"
+            return "conv"
+        return "dense"
+
+    def _directions(self, mat: Tensor, k: int, unit_name: str, left: bool) -> tuple[Tensor, Tensor]:
+        """Top-k singular directions (rows, unit norm) and the singular values."""
+        u, s, vh = torch.linalg.svd(mat, full_matrices=True)
+        basis = u.T if left else vh  # rows are directions in the fan-out space
+        d = basis.shape[0]
+        tol = (
+            (s.max() if s.numel() else torch.tensor(0.0))
+            * max(mat.shape)
+            * torch.finfo(mat.dtype).eps
+        )
+        rank = int((s > tol).sum())
+        if k > rank:
+            warnings.warn(
+                f"GradMax on {unit_name!r}: {k} units asked for but the gradient matrix has rank "
+                f"{rank}; the extra directions are "
+                + (
+                    "further singular vectors (orthonormal, zero gradient)"
+                    if k <= d
+                    else f"orthonormal up to {d}, then random unit vectors"
+                ),
+                GradMaxRankWarning,
+                stacklevel=4,
+            )
+        take = basis[: min(k, d)]
+        if k > d:
+            extra = torch.randn(k - d, d, generator=self.generator, dtype=take.dtype)
+            take = torch.cat([take, _normalise_rows(extra)], 0)
+        sv = torch.zeros(k, dtype=torch.float64)
+        sv[: min(k, s.numel())] = s[: min(k, s.numel())]
+        return fix_signs(take), sv
+
+    def _iterate(
+        self, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        from .trial import TrialGrowth
+
+        trial = TrialGrowth(model, unit, k)
+        names = list(trial.fan_out_dims)
+        dims = [trial.fan_out_dims[c] for c in names]
+        d = sum(dims)
+        kk = min(k, d)
+        v = torch.linalg.qr(torch.randn(d, kk, generator=self.generator))[0]
+
+        def gradients(vt: Tensor, create_graph: bool) -> list[Tensor]:
+            parts = dict(zip(names, vt.split(dims, dim=1), strict=True))
+            g = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=create_graph)
+            return list(g.values())
+
+        with torch.enable_grad():
+            for _ in range(self.iterations):
+                vt = v.T.detach().clone().requires_grad_()
+                gs = gradients(vt, create_graph=True)
+                (ata_v,) = torch.autograd.grad(gs, vt, grad_outputs=[g.detach() for g in gs])
+                if not torch.isfinite(ata_v).all():
+                    raise GrowthInputError(f"GradMax on {unit.name!r}: non-finite gradients")
+                v = torch.linalg.qr(ata_v.T.double())[0].float()
+            gs = gradients(v.T.detach(), create_graph=False)
+        b = torch.cat([g.reshape(kk, -1) for g in gs], 1).double()  # rows: A(v_j)
+        p, s, qh = torch.linalg.svd(b.T, full_matrices=False)  # A V = P S Q^T
+        rows = (v.double() @ qh.T).T  # Rayleigh-Ritz: directions sorted by singular value
+        if k > kk:
+            extra = torch.randn(k - kk, d, generator=self.generator, dtype=rows.dtype)
+            rows = torch.cat([rows, _normalise_rows(extra)], 0)
+        rows = fix_signs(_normalise_rows(rows))
+        sv = torch.zeros(k, dtype=torch.float64)
+        sv[:kk] = s
+        return dict(zip(names, rows.split(dims, dim=1), strict=True)), sv
+
+    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
+        if stats is None:
+            raise GrowthInputError(
+                "GradMax needs growth-batch statistics (the engine gathers them)"
+            )
+        modules = dict(model.named_modules())
+        kind = self._kind(unit, modules)
+        if kind == "mixed" and self.mixed == "random":
+            warnings.warn(
+                f"GradMax: unit {unit.name!r} mixes layer kinds "
+                f"({', '.join(sorted({type(modules[n]).__name__ for n in (*unit.producers, *(c.name for c in unit.consumers))}))}); "
+                "falling back to random growth as the official code does "
+                "(GradMax(mixed='iterative') solves it instead)",
+                GradMaxFallbackWarning,
+                stacklevel=3,
+            )
+            out = self._fallback.init(unit, k, stats, model)
+            out.info.update(solver="random-fallback")
+            return out
+        if kind in ("dense", "conv"):
+            p, c = unit.producers[0], unit.consumers[0].name
+            h, g = stats.producer_inputs[p], stats.consumer_grads[c]
+            if kind == "dense":
+                rows, sv = self._directions(dense_pair_matrix(h, g), k, unit.name, left=True)
+            else:
+                mat = conv_pair_matrix(h, g, modules[p], modules[c])
+                rows, sv = self._directions(mat, k, unit.name, left=False)
+            parts = {c: rows}
+            solver = "svd"
+        else:
+            parts, sv = self._iterate(model, unit, k, stats)
+            solver = "iterative"
+        out = Init(info={"solver": solver, "sigma_1": float(sv[0]), "sigma_k": float(sv[-1])})
+        for c in unit.consumers:
+            existing = fan_out_vectors(modules[c.name], c.factor)
+            r = target_norm(existing, self.scale, self.scale_method)
+            vec = _normalise_rows(parts[c.name].to(existing.dtype)) * r
+            out.fan_out[c.name] = fan_out_block(modules[c.name], vec, c.factor)
+        return out
+
+
+def _project(vectors: Tensor, norms: float) -> Tensor:
+    return _normalise_rows(vectors) * norms
+
+
+class GradMaxOpt(How):
+    """GradMax by optimisation (the official ``AddGradmaxOptim`` baseline).
+
+    Starts from :class:`Random` growth (zero fan-in, uniform fan-out at the
+    target norm), then takes ``steps`` Adam steps that *maximise* the norm of
+    the new fan-in's gradient over the new fan-out, re-projecting each new
+    vector to its target norm after every step.
+
+    Parameters
+    ----------
+    scale, scale_method : see :class:`GradMax`.
+    steps : int
+        Adam steps (100 in the official code).
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seed of the random start.
+    """
+
+    needs = frozenset({"producer_input", "consumer_grad"})
+    function_preserving = True
+
+    def __init__(
+        self,
+        scale: float = 0.5,
+        scale_method: str = "mean_norm",
+        steps: int = 100,
+        lr: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise GrowthInputError(f"steps must be an int >= 1, got {steps!r}")
+        if not lr > 0:
+            raise GrowthInputError(f"lr must be > 0, got {lr!r}")
+        self.start = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
+        self.steps = steps
+        self.lr = float(lr)
+        self.scale = float(scale)
+        self.scale_method = scale_method
+
+    def describe(self) -> str:
+        return f"zero fan-in; fan-out: {self.steps} Adam steps maximising the fan-in gradient"
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.start.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start.load_state_dict(state)
+
+    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
+        from .trial import TrialGrowth
+
+        if stats is None:
+            raise GrowthInputError("GradMaxOpt needs growth-batch statistics")
+        modules = dict(model.named_modules())
+        start = self.start.init(unit, k, stats, model)
+        trial = TrialGrowth(model, unit, k)
+        names = [c.name for c in unit.consumers]
+        factors = {c.name: c.factor for c in unit.consumers}
+        v = {
+            c: fan_out_vectors_of_block(modules[c], start.fan_out[c], factors[c])
+            .clone()
+            .requires_grad_()
+            for c in names
+        }
+        norms = {c: float(v[c].detach().norm(dim=1).mean()) for c in names}
+        opt = torch.optim.Adam(list(v.values()), lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                g = trial.fan_in_gradient(stats.batch, stats.loss_fn, v, create_graph=True)
+                objective = sum(t.pow(2).sum() for t in g.values())
+                opt.zero_grad()
+                (-objective).backward()
+                opt.step()
+                with torch.no_grad():
+                    for c in names:
+                        v[c].copy_(_project(v[c], norms[c]))
+        out = Init(info={"solver": "adam", "steps": self.steps})
+        for c in names:
+            out.fan_out[c] = fan_out_block(modules[c], v[c].detach(), factors[c])
+        return out
+
+
+def fan_out_vectors_of_block(consumer: nn.Module, block: Tensor, factor: int = 1) -> Tensor:
+    """Inverse of :func:`fan_out_block`: one vector per new unit from a fan-out block."""
+    if block.dim() == 2:
+        out = block.shape[0]
+        return block.view(out, -1, factor).permute(1, 0, 2).reshape(-1, out * factor)
+    return block.transpose(0, 1).reshape(block.shape[1], -1)
+
+
+class LossDescent(How):
+    """Firefly-like growth (the official ``AddFirefly`` baseline): descend the loss over new weights.
+
+    Starts from random fan-in and fan-out (uniform directions; fan-out at
+    ``scale`` x the mean existing fan-out norm, fan-in at ``in_scale`` x the
+    mean existing fan-in norm), then takes ``steps`` Adam steps *minimising*
+    the loss over both, re-projecting each new vector to its target norm after
+    every step. The function changes (the event records by how much).
+
+    Parameters
+    ----------
+    scale : float
+        Fan-out norm factor.
+    in_scale : float
+        Fan-in norm factor (> 0: a zero fan-in could not be re-projected).
+    scale_method : {"mean_norm", "fixed"}
+        How target norms are computed.
+    steps : int
+        Adam steps (100 in the official code).
+    lr : float
+        Adam learning rate.
+    seed : int
+        Seed of the random start.
+    """
+
+    needs = frozenset({"producer_input", "consumer_grad"})
+    function_preserving = False
+
+    def __init__(
+        self,
+        scale: float = 0.5,
+        in_scale: float = 0.01,
+        scale_method: str = "mean_norm",
+        steps: int = 100,
+        lr: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        if not in_scale > 0:
+            raise GrowthInputError(f"in_scale must be > 0, got {in_scale!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise GrowthInputError(f"steps must be an int >= 1, got {steps!r}")
+        self.out_start = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
+        self.in_start = Random(in_scale, zero_side="out", scale_method=scale_method, seed=seed + 1)
+        self.steps = steps
+        self.lr = float(lr)
+
+    def describe(self) -> str:
+        return f"random fan-in and fan-out, then {self.steps} Adam steps on the loss"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"out": self.out_start.state_dict(), "in": self.in_start.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.out_start.load_state_dict(state["out"])
+        self.in_start.load_state_dict(state["in"])
+
+    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
+        from .trial import TrialGrowth
+
+        if stats is None:
+            raise GrowthInputError("LossDescent needs a growth batch")
+        modules = dict(model.named_modules())
+        outs = self.out_start.init(unit, k, stats, model).fan_out
+        ins = self.in_start.init(unit, k, stats, model).fan_in
+        trial = TrialGrowth(model, unit, k)
+        factors = {c.name: c.factor for c in unit.consumers}
+        v = {
+            c: fan_out_vectors_of_block(modules[c], outs[c], factors[c]).clone().requires_grad_()
+            for c in factors
+        }
+        w = {p: t.reshape(k, -1).clone().requires_grad_() for p, t in ins.items()}
+        vn = {c: float(t.detach().norm(dim=1).mean()) for c, t in v.items()}
+        wn = {p: float(t.detach().norm(dim=1).mean()) for p, t in w.items()}
+        opt = torch.optim.Adam([*v.values(), *w.values()], lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.steps):
+                loss = trial.loss(stats.batch, stats.loss_fn, w, v)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    for c in v:
+                        v[c].copy_(_project(v[c], vn[c]))
+                    for p in w:
+                        w[p].copy_(_project(w[p], wn[p]))
+        out = Init(info={"solver": "adam", "steps": self.steps, "loss_after": float(loss.detach())})
+        for c in v:
+            out.fan_out[c] = fan_out_block(modules[c], v[c].detach(), factors[c])
+        for p in w:
+            out.fan_in[p] = w[p].detach().reshape(ins[p].shape)
+        return out

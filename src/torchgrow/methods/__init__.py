@@ -1,0 +1,11 @@
+"""Published growing methods, each a named composition of why/when/where/how with the paper's defaults.
+
+Each method module holds a ``DESCRIPTION`` (why, when, where, how in words, for
+reports) next to the function that builds its :class:`~torchgrow.Grower`, so
+that the description cannot drift from the code.
+"""
+
+from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
+from .gradmax import GradMax
+
+__all__ = ["GradMax", "GRADMAX_DESCRIPTION"]

@@ -1,0 +1,127 @@
+"""A trial growth: a copy of the model widened by ``k`` units whose new weights are free tensors.
+
+Initialisers that search for new weights (GradMax's iterative solver,
+GradMaxOpt, LossDescent) evaluate the loss of the grown network as a
+differentiable function of the new fan-in and fan-out, without touching the
+model: the copy is widened once, and the new blocks are substituted through
+:func:`torch.func.functional_call`.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .errors import GrowthInputError
+from .graph import GrowableUnit, find_unit
+from .how import fan_out_block, fan_out_vectors
+from .ops.masks import is_masked
+from .ops.units import widen
+from .stats import split_batch
+
+__all__ = ["TrialGrowth"]
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class TrialGrowth:
+    """The model widened by ``k`` units on a private copy, with the new weights as inputs.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model (not modified).
+    unit : GrowableUnit
+        The unit to grow.
+    k : int
+        Number of new units.
+
+    Attributes
+    ----------
+    fan_in_shapes : dict
+        Producer -> shape of its new rows, ``(k, ...)``.
+    fan_out_dims : dict
+        Consumer -> length of one new unit's fan-out vector.
+    """
+
+    def __init__(self, model: nn.Module, unit: GrowableUnit, k: int) -> None:
+        modules = dict(model.named_modules())
+        for name in (*unit.producers, *(c.name for c in unit.consumers)):
+            if is_masked(modules[name]):
+                raise GrowthInputError(
+                    f"{name!r} carries a connection mask; trial growth of masked layers is not "
+                    "supported"
+                )
+        self.unit = unit
+        self.k = k
+        self.width = unit.width
+        self.copy = copy.deepcopy(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            widen(self.copy, unit.name, k)
+        grown = find_unit(self.copy, unit.name)
+        self.factors = {c.name: c.factor for c in grown.consumers}
+        mods = dict(self.copy.named_modules())
+        self.modules = mods
+        self.base = {n: p.detach() for n, p in self.copy.named_parameters()}
+        self.fan_in_shapes = {p: (k, *mods[p].weight.shape[1:]) for p in grown.producers}
+        self.fan_out_dims = {
+            c: fan_out_vectors(mods[c], self.factors[c]).shape[1] for c in self.factors
+        }
+
+    def _weights(
+        self, fan_in: Mapping[str, Tensor | None], fan_out: Mapping[str, Tensor | None]
+    ) -> dict[str, Tensor]:
+        w0, out = self.width, {}
+        for p in self.fan_in_shapes:
+            t = fan_in.get(p)
+            if t is not None:
+                old = self.base[f"{p}.weight"][:w0]
+                out[f"{p}.weight"] = torch.cat([old, t.reshape(self.fan_in_shapes[p])], 0)
+        for c, f in self.factors.items():
+            v = fan_out.get(c)
+            if v is not None:
+                w = self.base[f"{c}.weight"]
+                old = w[:, : w0 * f]
+                block = fan_out_block(self.modules[c], v, f)
+                out[f"{c}.weight"] = torch.cat([old, block], 1)
+        return out
+
+    def loss(
+        self,
+        batch: object,
+        loss_fn: LossFn,
+        fan_in: Mapping[str, Tensor | None],
+        fan_out: Mapping[str, Tensor | None],
+    ) -> Tensor:
+        """Loss of the grown network with the given new blocks (differentiable in them).
+
+        ``fan_in`` maps producers to ``(k, ...)`` rows; ``fan_out`` maps consumers to
+        ``(k, d)`` vectors (one per new unit, see :func:`torchgrow.how.fan_out_vectors`).
+        Missing entries are zero.
+        """
+        x, y = split_batch(batch)
+        return loss_fn(functional_call(self.copy, self._weights(fan_in, fan_out), (x,)), y)
+
+    def fan_in_gradient(
+        self, batch: object, loss_fn: LossFn, fan_out: Mapping[str, Tensor], *, create_graph: bool
+    ) -> dict[str, Tensor]:
+        """Gradient of the loss w.r.t. zero new fan-in rows, given the new fan-out (GradMax's A(V))."""
+        zeros = {
+            p: torch.zeros(s, requires_grad=True, dtype=self.base[f"{p}.weight"].dtype)
+            for p, s in self.fan_in_shapes.items()
+        }
+        loss = self.loss(batch, loss_fn, zeros, fan_out)
+        names = list(zeros)
+        grads = torch.autograd.grad(
+            loss, [zeros[n] for n in names], create_graph=create_graph, allow_unused=True
+        )
+        return {
+            n: (torch.zeros_like(zeros[n]) if g is None else g)
+            for n, g in zip(names, grads, strict=True)
+        }
