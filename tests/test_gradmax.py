@@ -144,7 +144,7 @@ def test_iterative_solver_through_max_pool_finds_the_top_subspace():
     before = copy.deepcopy(model)
     a = operator_matrix(before, "c1", "c2", x, y)
     s = torch.linalg.svdvals(a)
-    events = grow_once(model, GradMax(scale=0.5, iterations=60), x, y, k=2)
+    events = grow_once(model, GradMax(scale=0.5), x, y, k=2)
     (ev,) = events
     assert ev.info["solver"] == "iterative"
     assert ev.info["sigma_1"] == pytest.approx(float(s[0]), rel=1e-4)

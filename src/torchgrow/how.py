@@ -369,7 +369,9 @@ class GradMax(How):
     - a pooling layer (or a depthwise conv) between the pair, residual groups
       and several consumers are solved exactly for the same objective by
       subspace iteration on the linear map ``W_out -> gradient of the new
-      fan-in`` (double backward through a widened copy; ``iterations`` passes);
+      fan-in`` (double backward through a widened copy, run only up to the
+      consumers; ``iterations`` passes over ``k + oversample`` columns, then a
+      Rayleigh-Ritz step);
     - a producer and consumer of different kinds (conv -> flatten -> linear)
       fall back to :class:`Random` with a warning, as the official code does
       (``mixed="iterative"`` solves them like the cases above instead).
@@ -391,7 +393,11 @@ class GradMax(How):
     mixed : {"random", "iterative"}
         What to do with a producer/consumer pair of different kinds.
     iterations : int
-        Subspace-iteration passes for the cases without a closed form.
+        Subspace-iteration passes for the cases without a closed form (each
+        is one double backward through the network up to the consumers).
+    oversample : int
+        Extra columns in the iterated block (randomised-SVD practice: the top
+        ``k`` converge much faster).
     seed : int
         Seed for the random parts (fallback, extra directions, iteration start).
     """
@@ -404,11 +410,14 @@ class GradMax(How):
         scale: float = 0.5,
         scale_method: str = "mean_norm",
         mixed: str = "random",
-        iterations: int = 30,
+        iterations: int = 8,
+        oversample: int = 5,
         seed: int = 0,
     ) -> None:
         if not (isinstance(scale, (int, float)) and scale > 0):
             raise GrowthInputError(f"GradMax(scale) must be > 0, got {scale!r}")
+        if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
+            raise GrowthInputError(f"oversample must be an int >= 0, got {oversample!r}")
         if scale_method not in ("mean_norm", "fixed"):
             raise GrowthInputError(
                 f"scale_method must be 'mean_norm' or 'fixed', got {scale_method!r}"
@@ -421,6 +430,7 @@ class GradMax(How):
         self.scale_method = scale_method
         self.mixed = mixed
         self.iterations = iterations
+        self.oversample = oversample
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self._fallback = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
@@ -459,7 +469,7 @@ class GradMax(How):
 
     def _directions(self, mat: Tensor, k: int, unit_name: str, left: bool) -> tuple[Tensor, Tensor]:
         """Top-k singular directions (rows, unit norm) and the singular values."""
-        u, s, vh = torch.linalg.svd(mat, full_matrices=True)
+        u, s, vh = torch.linalg.svd(mat, full_matrices=k > min(mat.shape))
         basis = u.T if left else vh  # rows are directions in the fan-out space
         d = basis.shape[0]
         tol = (
@@ -493,16 +503,24 @@ class GradMax(How):
     ) -> tuple[dict[str, Tensor], Tensor]:
         from .trial import TrialGrowth
 
-        trial = TrialGrowth(model, unit, k)
-        names = list(trial.fan_out_dims)
-        dims = [trial.fan_out_dims[c] for c in names]
+        modules = dict(model.named_modules())
+        names = [c.name for c in unit.consumers]
+        dims = [fan_out_vectors(modules[c.name], c.factor).shape[1] for c in unit.consumers]
         d = sum(dims)
         kk = min(k, d)
-        v = torch.linalg.qr(torch.randn(d, kk, generator=self.generator))[0]
+        block = min(d, k + self.oversample)  # extra columns speed up convergence of the top k
+        trial = TrialGrowth(model, unit, block)
+        v = torch.linalg.qr(torch.randn(d, block, generator=self.generator))[0]
 
         def gradients(vt: Tensor, create_graph: bool) -> list[Tensor]:
             parts = dict(zip(names, vt.split(dims, dim=1), strict=True))
-            g = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=create_graph)
+            g = trial.fan_in_gradient(
+                stats.batch,
+                stats.loss_fn,
+                parts,
+                create_graph=create_graph,
+                consumer_grads=stats.consumer_grads,
+            )
             return list(g.values())
 
         with torch.enable_grad():
@@ -514,9 +532,10 @@ class GradMax(How):
                     raise GrowthInputError(f"GradMax on {unit.name!r}: non-finite gradients")
                 v = torch.linalg.qr(ata_v.T.double())[0].float()
             gs = gradients(v.T.detach(), create_graph=False)
-        b = torch.cat([g.reshape(kk, -1) for g in gs], 1).double()  # rows: A(v_j)
+        b = torch.cat([g.reshape(block, -1) for g in gs], 1).double()  # rows: A(v_j)
         p, s, qh = torch.linalg.svd(b.T, full_matrices=False)  # A V = P S Q^T
-        rows = (v.double() @ qh.T).T  # Rayleigh-Ritz: directions sorted by singular value
+        rows = (v.double() @ qh.T).T[:kk]  # Rayleigh-Ritz: directions sorted by singular value
+        s = s[:kk]
         if k > kk:
             extra = torch.randn(k - kk, d, generator=self.generator, dtype=rows.dtype)
             rows = torch.cat([rows, _normalise_rows(extra)], 0)
@@ -639,7 +658,13 @@ class GradMaxOpt(How):
         opt = torch.optim.Adam(list(v.values()), lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.steps):
-                g = trial.fan_in_gradient(stats.batch, stats.loss_fn, v, create_graph=True)
+                g = trial.fan_in_gradient(
+                    stats.batch,
+                    stats.loss_fn,
+                    v,
+                    create_graph=True,
+                    consumer_grads=stats.consumer_grads,
+                )
                 objective = sum(t.pow(2).sum() for t in g.values())
                 opt.zero_grad()
                 (-objective).backward()

@@ -29,6 +29,10 @@ __all__ = ["TrialGrowth"]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
+class _StopForward(Exception):
+    """Raised by a hook to end a forward pass once every consumer has run."""
+
+
 class TrialGrowth:
     """The model widened by ``k`` units on a private copy, with the new weights as inputs.
 
@@ -108,15 +112,68 @@ class TrialGrowth:
         x, y = split_batch(batch)
         return loss_fn(functional_call(self.copy, self._weights(fan_in, fan_out), (x,)), y)
 
+    def local_objective(
+        self,
+        batch: object,
+        consumer_grads: Mapping[str, Tensor],
+        fan_in: Mapping[str, Tensor | None],
+        fan_out: Mapping[str, Tensor | None],
+    ) -> Tensor:
+        """``sum_c <consumer c's output, dL/d(consumer c's output)>`` with the new blocks.
+
+        The new weights reach the loss only through the consumers' outputs, and
+        at a function-preserving point the gradient there is the one gathered
+        before growth; so this objective has the same first derivatives in the
+        new weights as the loss. The forward pass stops after the last consumer.
+        """
+        x, _ = split_batch(batch)
+        outputs: dict[str, Tensor] = {}
+        wanted = set(self.factors)
+
+        def hook(name: str):
+            def fn(mod: nn.Module, args: tuple, out: Tensor) -> None:
+                outputs[name] = out
+                if wanted <= set(outputs):
+                    raise _StopForward
+
+            return fn
+
+        handles = [self.modules[c].register_forward_hook(hook(c)) for c in wanted]
+        try:
+            functional_call(self.copy, self._weights(fan_in, fan_out), (x,))
+        except _StopForward:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        missing = wanted - set(outputs)
+        if missing:
+            raise GrowthInputError(f"consumers {sorted(missing)} did not run in the forward pass")
+        return sum((outputs[c] * consumer_grads[c]).sum() for c in wanted)  # type: ignore[return-value]
+
     def fan_in_gradient(
-        self, batch: object, loss_fn: LossFn, fan_out: Mapping[str, Tensor], *, create_graph: bool
+        self,
+        batch: object,
+        loss_fn: LossFn,
+        fan_out: Mapping[str, Tensor],
+        *,
+        create_graph: bool,
+        consumer_grads: Mapping[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        """Gradient of the loss w.r.t. zero new fan-in rows, given the new fan-out (GradMax's A(V))."""
+        """Gradient of the loss w.r.t. zero new fan-in rows, given the new fan-out (GradMax's A(V)).
+
+        With ``consumer_grads`` (the gradients at the consumers' outputs, as
+        gathered before growth) only the network up to the consumers is run:
+        same result, much cheaper (see :meth:`local_objective`).
+        """
         zeros = {
             p: torch.zeros(s, requires_grad=True, dtype=self.base[f"{p}.weight"].dtype)
             for p, s in self.fan_in_shapes.items()
         }
-        loss = self.loss(batch, loss_fn, zeros, fan_out)
+        if consumer_grads is not None:
+            loss = self.local_objective(batch, consumer_grads, zeros, fan_out)
+        else:
+            loss = self.loss(batch, loss_fn, zeros, fan_out)
         names = list(zeros)
         grads = torch.autograd.grad(
             loss, [zeros[n] for n in names], create_graph=create_graph, allow_unused=True
