@@ -45,13 +45,24 @@ def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None)
     return "\n".join(lines) + "\n"
 
 
+def results_dir(quick: bool = False) -> Path:
+    """Where results go: ``results/``, or the git-ignored ``results/quick/`` for smoke runs."""
+    path = RESULTS / "quick" if quick else RESULTS
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md``; return both paths."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write ``<name>.json`` and ``<name>.md`` to :func:`results_dir`; return both paths.
+
+    A payload with ``"quick": True`` goes to ``results/quick/``, so that smoke
+    runs never overwrite the committed results.
+    """
+    out = results_dir(bool(payload.get("quick")))
     payload = {"benchmark": name, "command": "python -m benchmarks." + name, **payload}
     payload.setdefault("environment", environment())
-    js = RESULTS / f"{name}.json"
-    md = RESULTS / f"{name}.md"
+    js = out / f"{name}.json"
+    md = out / f"{name}.md"
     js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     env = payload["environment"]
     header = (

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import RESULTS, environment, markdown_table, write_results
+from benchmarks.common import environment, markdown_table, results_dir, write_results
 from torchgrow import Grower, data
 from torchgrow import how as hows
 from torchgrow.nn import ReLU1
@@ -469,7 +469,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=10, help="student seeds 0..N-1 (default 10)")
     ap.add_argument("--quick", action="store_true", help="2 seeds (a smoke run)")
-    ap.add_argument("--out", type=Path, default=RESULTS, help="folder of the PNG")
+    ap.add_argument("--out", type=Path, default=None, help="folder of the PNG (default: results)")
     args = ap.parse_args(argv)
     n_seeds = 2 if args.quick else args.seeds
     t0 = time.perf_counter()
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> dict:
         for m in GROWING
     ]
     loss_table = loss_rows(runs, METHODS)
-    png = args.out / f"{NAME}.png"
+    png = (args.out or results_dir(args.quick)) / f"{NAME}.png"
     plot(runs, METHODS, GROWTH_STEPS, png)
 
     md = (

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["overhead"]
+BENCHMARKS = ["overhead", "gradmax_student_teacher", "gradmax_images"]
 
 
 def main(argv: list[str] | None = None) -> None:
