@@ -234,6 +234,8 @@ def test_method_defaults_schedule_scaling_and_relu_warning():
     assert (grower.when.steps, grower.when.start, grower.when.times) == (1250, 5000, 12)
     assert grower.size.initial == {"fc1": 16, "fc2": 16}
     assert grower.description["name"] == "GradMax"
+    rr = methods.GradMax(models.mlp([20, 16, 16, 5], activation="relu1"), None, where="round_robin")
+    assert (rr.when.steps, rr.when.start, rr.when.times) == (150, 10000, 24)  # 12 cycles x 2 layers
     with pytest.warns(DeadUnitWarning, match="ReLU1"):
         methods.GradMax(models.mlp([20, 16, 5], activation="relu"), None)
 

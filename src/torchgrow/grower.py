@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import GrowthInputError
-from .graph import GrowableUnit, growable_units
+from .graph import GrowableUnit, find_unit, growable_units
 from .how import How, Init, Zero
 from .ops.masks import weight_parameter
+from .ops.registry import lookup
 from .ops.units import shrink, widen
 from .size import Size, Units
 from .stats import Statistics, gather, split_batch
@@ -97,9 +98,6 @@ def default_loss(output: Tensor, target: Tensor) -> Tensor:
 
 def _block_shapes(model: nn.Module, unit: GrowableUnit, k: int) -> dict[str, tuple[int, ...]]:
     """Expected fan-in (per producer) and fan-out (per consumer) shapes for ``k`` new units."""
-    from .graph import find_unit
-    from .ops.registry import lookup
-
     current = find_unit(model, unit.name)
     modules = dict(model.named_modules())
     shapes = {p: tuple(lookup(modules[p]).fan_in_shape(modules[p], k)) for p in current.producers}
@@ -343,8 +341,6 @@ class Grower:
         modules = dict(self.model.named_modules())
         wanted: list[tuple[GrowthEvent, str, nn.Module, int]] = []
         for ev in events:
-            from .graph import find_unit
-
             unit = find_unit(self.model, ev.unit)
             for p in unit.producers:
                 wanted.append((ev, "in", modules[p], 1))

@@ -54,9 +54,9 @@ def GradMax(
     optimizer: torch.optim.Optimizer | None,
     *,
     batch_size: int = PAPER_BATCH_SIZE,
-    update_frequency: int = 2500,
+    update_frequency: int | None = None,
     start_iteration: int = 10000,
-    n_growth_steps: int = 12,
+    n_growth_steps: int | None = None,
     where: str | Where = "all_at_once",
     layers: Sequence[str] | None = None,
     fraction: float = 0.25,
@@ -80,8 +80,9 @@ def GradMax(
         are given for batch 128 and rescaled by ``128 / batch_size`` as in the
         official ``cifar/main.py``.
     update_frequency, start_iteration, n_growth_steps : int
-        The schedule (CIFAR AllAtOnce: 2500, 10000, 12). For ``RoundRobin``
-        the official config uses 150 and ``12 x number of layers``.
+        The schedule. Defaults follow the official CIFAR configs: all at once,
+        every 2,500 iterations from 10,000, 12 times; round robin, every 150
+        iterations from 10,000, 12 cycles (12 x the number of grown layers).
     where : {"all_at_once", "round_robin"} or Where
         Unit selection.
     layers : sequence of str, optional
@@ -105,9 +106,6 @@ def GradMax(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise GrowthInputError(f"batch_size must be a positive int, got {batch_size!r}")
-    factor = PAPER_BATCH_SIZE / batch_size
-    every = max(1, round(update_frequency * factor))
-    start = max(1, round(start_iteration * factor))
     if isinstance(where, str):
         choices = {"all_at_once": AllAtOnce, "round_robin": RoundRobin}
         if where not in choices:
@@ -117,6 +115,14 @@ def GradMax(
         where = choices[where](layers)
     units = growable_units(model)
     names = set(layers) if layers is not None else {u.name for u in units}
+    round_robin = isinstance(where, RoundRobin)
+    if update_frequency is None:
+        update_frequency = 150 if round_robin else 2500
+    if n_growth_steps is None:
+        n_growth_steps = 12 * len(names) if round_robin else 12
+    factor = PAPER_BATCH_SIZE / batch_size
+    every = max(1, round(update_frequency * factor))
+    start = max(1, round(start_iteration * factor))
     dead = {
         u.name: sorted(set(u.between) & DEAD_AT_ZERO)
         for u in units
