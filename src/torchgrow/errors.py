@@ -27,3 +27,20 @@ class GraphError(TorchgrowError, ValueError):
 
 class OptimizerCarryError(TorchgrowError, TypeError):
     """The optimizer's state cannot be carried across an edit."""
+
+
+def require_int(value: object, what: str, minimum: int = 0) -> int:
+    """``value`` if it is an int (not a bool) ``>= minimum``, else a :class:`GrowthInputError`.
+
+    Parameters
+    ----------
+    value : object
+        The value to check.
+    what : str
+        Its name in the message (``"Every(steps)"``).
+    minimum : int
+        Smallest allowed value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise GrowthInputError(f"{what} must be an int >= {minimum}, got {value!r}")
+    return value

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import GrowthInputError
+from .errors import GrowthInputError, require_int
 from .graph import GrowableUnit
 from .ops.masks import weight_parameter
 from .policy import Policy
@@ -416,21 +416,17 @@ class GradMax(How):
     ) -> None:
         if not (isinstance(scale, (int, float)) and scale > 0):
             raise GrowthInputError(f"GradMax(scale) must be > 0, got {scale!r}")
-        if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
-            raise GrowthInputError(f"oversample must be an int >= 0, got {oversample!r}")
         if scale_method not in ("mean_norm", "fixed"):
             raise GrowthInputError(
                 f"scale_method must be 'mean_norm' or 'fixed', got {scale_method!r}"
             )
         if mixed not in ("random", "iterative"):
             raise GrowthInputError(f"mixed must be 'random' or 'iterative', got {mixed!r}")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-            raise GrowthInputError(f"iterations must be an int >= 1, got {iterations!r}")
         self.scale = float(scale)
         self.scale_method = scale_method
         self.mixed = mixed
-        self.iterations = iterations
-        self.oversample = oversample
+        self.iterations = require_int(iterations, "GradMax(iterations)", 1)
+        self.oversample = require_int(oversample, "GradMax(oversample)", 0)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self._fallback = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
@@ -619,12 +615,10 @@ class GradMaxOpt(How):
         lr: float = 0.01,
         seed: int = 0,
     ) -> None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise GrowthInputError(f"steps must be an int >= 1, got {steps!r}")
         if not lr > 0:
             raise GrowthInputError(f"lr must be > 0, got {lr!r}")
         self.start = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
-        self.steps = steps
+        self.steps = require_int(steps, "GradMaxOpt(steps)", 1)
         self.lr = float(lr)
         self.scale = float(scale)
         self.scale_method = scale_method
@@ -725,11 +719,9 @@ class LossDescent(How):
     ) -> None:
         if not in_scale > 0:
             raise GrowthInputError(f"in_scale must be > 0, got {in_scale!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise GrowthInputError(f"steps must be an int >= 1, got {steps!r}")
         self.out_start = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
         self.in_start = Random(in_scale, zero_side="out", scale_method=scale_method, seed=seed + 1)
-        self.steps = steps
+        self.steps = require_int(steps, "LossDescent(steps)", 1)
         self.lr = float(lr)
 
     def describe(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .errors import GrowthInputError
+from .errors import GrowthInputError, require_int
 from .graph import GrowableUnit
 from .policy import Policy
 
@@ -29,9 +29,7 @@ class Units(Size):
     """
 
     def __init__(self, k: int) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise GrowthInputError(f"Units(k): k must be an int >= 1, got {k!r}")
-        self.k = k
+        self.k = require_int(k, "Units(k): k", 1)
 
     def units(self, unit: GrowableUnit) -> int:
         return self.k

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import GrowthInputError
+from .errors import GrowthInputError, require_int
 from .policy import Policy
 
 __all__ = ["GrowthState", "When", "Every", "Schedule", "Plateau", "Manual"]
@@ -44,12 +44,6 @@ class When(Policy):
         raise NotImplementedError
 
 
-def _nonneg_int(value: object, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GrowthInputError(f"{what} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 class Every(When):
     """Grow every ``steps`` steps from step ``start``, at most ``times`` times (GradMax).
 
@@ -67,9 +61,9 @@ class Every(When):
     """
 
     def __init__(self, steps: int, start: int = 0, times: int | None = None) -> None:
-        self.steps = _nonneg_int(steps, "Every(steps)", 1)
-        self.start = _nonneg_int(start, "Every(start)")
-        self.times = None if times is None else _nonneg_int(times, "Every(times)")
+        self.steps = require_int(steps, "Every(steps)", 1)
+        self.start = require_int(start, "Every(start)")
+        self.times = None if times is None else require_int(times, "Every(times)")
 
     def fires(self, state: GrowthState) -> bool:
         if self.times is not None and state.events >= self.times:
@@ -91,7 +85,7 @@ class Schedule(When):
     """
 
     def __init__(self, steps: Sequence[int]) -> None:
-        self.steps = sorted({_nonneg_int(s, "Schedule step", 1) for s in steps})
+        self.steps = sorted({require_int(s, "Schedule step", 1) for s in steps})
         if not self.steps:
             raise GrowthInputError("Schedule needs at least one step")
 
@@ -138,8 +132,8 @@ class Plateau(When):
         ):
             raise GrowthInputError(f"Plateau(min_delta) must be finite and >= 0, got {min_delta!r}")
         self.metric = metric
-        self.patience = _nonneg_int(patience, "Plateau(patience)", 1)
-        self.cooldown = _nonneg_int(cooldown, "Plateau(cooldown)")
+        self.patience = require_int(patience, "Plateau(patience)", 1)
+        self.cooldown = require_int(cooldown, "Plateau(cooldown)")
         self.min_delta = float(min_delta)
         self.mode = mode
         self._seen = 0  # observations consumed

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import GrowthInputError
+from ..errors import GrowthInputError, require_int
 from ..graph import DEAD_AT_ZERO, growable_units
 from ..grower import Grower
 from ..how import GradMax as GradMaxHow
@@ -104,8 +104,7 @@ def GradMax(
     Grower
         Call ``grower.step((x, y), loss_fn)`` after each optimizer step.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GrowthInputError(f"batch_size must be a positive int, got {batch_size!r}")
+    require_int(batch_size, "batch_size", 1)
     if isinstance(where, str):
         choices = {"all_at_once": AllAtOnce, "round_robin": RoundRobin}
         if where not in choices:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..errors import GrowthInputError
+from ..errors import GrowthInputError, require_int
 from .edit import Change, EditRecord, commit
 from .registry import Role, require
 
@@ -22,11 +22,7 @@ class DeadUnitWarning(UserWarning):
 
 
 def _check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise GrowthInputError(f"k must be a positive int, got {k!r} ({type(k).__name__})")
-    if k < 1:
-        raise GrowthInputError(f"k must be >= 1 (the number of units to add), got {k}")
-    return k
+    return require_int(k, "k", 1)
 
 
 def _per_module(
