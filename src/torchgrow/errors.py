@@ -42,5 +42,7 @@ def require_int(value: object, what: str, minimum: int = 0) -> int:
         Smallest allowed value.
     """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise GrowthInputError(f"{what} must be an int >= {minimum}, got {value!r}")
+        raise GrowthInputError(
+            f"{what} must be an int >= {minimum}, got {value!r} ({type(value).__name__})"
+        )
     return value
