@@ -268,3 +268,25 @@ def test_method_grows_a_quarter_of_initial_width_and_keeps_the_optimizer():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
         GradMax(**kwargs)
+
+
+def test_gradmax_grower_round_trips_through_a_checkpoint(tmp_path):
+    import torchgrow
+
+    torch.manual_seed(0)
+    model = models.mlp([10, 8, 8, 3], activation="relu1")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    grower = methods.GradMax(model, opt, update_frequency=2, start_iteration=2, n_growth_steps=2)
+    x, y = torch.randn(16, 10), torch.randint(0, 3, (16,))
+    for _ in range(2):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        grower.step((x, y), F.cross_entropy)
+    torchgrow.save(tmp_path / "gm.pt", model, opt, grower)
+    ckpt = torchgrow.load(tmp_path / "gm.pt", loss_fn=F.cross_entropy)
+    assert ckpt.model.fc1.out_features == 10
+    assert ckpt.grower.description["name"] == "GradMax"
+    assert isinstance(ckpt.grower.how, GradMax) and ckpt.grower.state.events == 1
+    assert ckpt.grower.size.initial == {"fc1": 8, "fc2": 8}  # the fixed 25 % survives

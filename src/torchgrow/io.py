@@ -202,6 +202,7 @@ def _grower_record(grower: Grower) -> dict[str, Any]:
         "loss_fn_saved": _picklable(grower.loss_fn),
         "measure": grower.measure,
         "unknown_optimizer": grower.unknown_optimizer,
+        "description": grower.description,
         "state": grower.state_dict(),
     }
 
@@ -224,6 +225,7 @@ def _build_grower(
         unknown_optimizer=record["unknown_optimizer"],
     )
     grower.load_state_dict(record["state"])
+    grower.description = record.get("description")
     return grower
 
 
