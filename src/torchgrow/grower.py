@@ -299,6 +299,7 @@ class Grower:
                     fan_out=init.fan_out or None,
                     optimizer=self.optimizer,
                     unknown_optimizer=self.unknown_optimizer,
+                    new_connections=self.how.new_connections,
                 )
                 done.append((u, u.width))
                 ev = GrowthEvent(

@@ -68,6 +68,7 @@ def widen(
     fan_out: TensorOrMap = None,
     optimizer: torch.optim.Optimizer | None = None,
     unknown_optimizer: str = "raise",
+    new_connections: str = "all",
 ) -> EditRecord:
     """Add ``k`` output units to producer ``name`` and matching inputs to its consumers.
 
@@ -101,6 +102,10 @@ def widen(
         Carried along: old state kept, new entries zero.
     unknown_optimizer : {"raise", "reset"}
         What to do with an optimizer whose state layout torchgrow does not know.
+    new_connections : {"all", "nonzero"}
+        For layers with a connection mask: whether every new connection is
+        active (default), or only those whose new weight is non-zero (NeST's
+        new neurons are connected exactly by their non-zero pattern).
 
     Returns
     -------
@@ -115,6 +120,10 @@ def widen(
     from ..graph import DEAD_AT_ZERO, find_unit
 
     k = _check_k(k)
+    if new_connections not in ("all", "nonzero"):
+        raise GrowthInputError(
+            f"new_connections must be 'all' or 'nonzero', got {new_connections!r}"
+        )
     unit = find_unit(model, name)
     modules = dict(model.named_modules())
     fin = _per_module(fan_in, unit.producers, "fan_in", name)
@@ -133,6 +142,8 @@ def widen(
         )
         changes += ops.grow_in(modules[c.name], k, fout[c.name], c.factor)
 
+    if new_connections == "nonzero":
+        changes = _connect_nonzero_only(changes)
     record = EditRecord(
         op="widen",
         target=name,
@@ -159,6 +170,27 @@ def widen(
             stacklevel=2,
         )
     return record
+
+
+def _connect_nonzero_only(changes: list[Change]) -> list[Change]:
+    """Masks' new entries follow the new weights' non-zero pattern (old entries unchanged)."""
+    from .masks import ConnectionMask
+
+    weights = {
+        id(ch.owner): ch for ch in changes if ch.name == "original" and ch.tensor is not None
+    }
+    out = []
+    for ch in changes:
+        if isinstance(ch.owner, ConnectionMask) and ch.name == "mask" and ch.remap is not None:
+            plist = next((w for w in weights.values() if any(p is ch.owner for p in w.owner)), None)
+            if plist is not None:
+                old = ch.owner.mask
+                new_region = 1 - ch.remap(torch.ones_like(old), 0.0)
+                active = (plist.tensor != 0).to(ch.tensor.dtype)
+                tensor = ch.tensor * (1 - new_region) + new_region * active
+                ch = Change(ch.owner, ch.name, tensor, ch.remap)
+        out.append(ch)
+    return out
 
 
 def _check_keep(keep: object, width: int, name: str) -> Tensor:
