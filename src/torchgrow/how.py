@@ -40,6 +40,7 @@ __all__ = [
     "GradMaxOpt",
     "LossDescent",
     "NeSTNeuron",
+    "NeSTFeatureMap",
     "GradMaxFallbackWarning",
     "GradMaxRankWarning",
     "dense_pair_matrix",
@@ -873,3 +874,85 @@ class NeSTNeuron(How):
             fan_out={c.name: w_out.T.to(dtype)},
             info={"pairs": int(selected.sum()), "threshold": float(thr)},
         )
+
+
+class NeSTFeatureMap(How):
+    """NeST Policy 3: new conv feature maps, the best of ``r`` random candidates by the loss.
+
+    Each candidate draws He-normal kernels for the new maps' fan-in and random
+    fan-out slices in the consumer, both rescaled like Policy 2's birth
+    strength (``mean|new| = alpha * mean|existing non-zero|``); the candidate
+    with the lowest loss on the growth batch is kept (the paper reports about
+    twice the immediate loss reduction of a single random map). The paper
+    gives no ``r``; 10 is used by default.
+
+    Parameters
+    ----------
+    r : int
+        Number of candidates.
+    alpha : float
+        Birth strength.
+    seed : int
+        Seed of the candidates.
+    """
+
+    needs = frozenset({"producer_input", "consumer_grad"})
+    function_preserving = False
+
+    def __init__(self, r: int = 10, alpha: float = 0.5, seed: int = 0) -> None:
+        self.r = require_int(r, "NeSTFeatureMap(r)", 1)
+        if not alpha > 0:
+            raise GrowthInputError(f"alpha (birth strength) must be > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def describe(self) -> str:
+        return f"best of {self.r} random feature maps by the loss (birth strength {self.alpha:g})"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+
+    def _scaled(self, shape: tuple[int, ...], ref: Tensor, fan_in: int) -> Tensor:
+        t = torch.randn(shape, generator=self.generator) * math.sqrt(2.0 / max(fan_in, 1))
+        target = self.alpha * NeSTNeuron._mean_abs_nonzero(ref)
+        return t * (target / float(t.abs().mean().clamp_min(1e-12)))
+
+    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
+        from .trial import TrialGrowth
+
+        if stats is None:
+            raise GrowthInputError("NeSTFeatureMap needs a growth batch")
+        modules = dict(model.named_modules())
+        if not all(isinstance(modules[p], nn.Conv2d) for p in unit.producers):
+            raise GrowthInputError(
+                f"NeSTFeatureMap grows conv feature maps; {unit.name!r} is not produced by Conv2d"
+            )
+        trial = TrialGrowth(model, unit, k)
+        best: tuple[float, Init] | None = None
+        losses = []
+        for _ in range(self.r):
+            cand = Init()
+            for p in unit.producers:
+                w = modules[p].weight.detach()
+                cand.fan_in[p] = self._scaled((k, *w.shape[1:]), w, w[0].numel())
+            for c in unit.consumers:
+                m = modules[c.name]
+                existing = fan_out_vectors(m, c.factor)
+                cand.fan_out[c.name] = self._scaled((k, existing.shape[1]), m.weight.detach(), k)
+            with torch.no_grad():
+                loss = float(trial.loss(stats.batch, stats.loss_fn, cand.fan_in, cand.fan_out))
+            losses.append(loss)
+            if best is None or loss < best[0]:
+                best = (loss, cand)
+        assert best is not None
+        chosen = best[1]
+        out = Init(
+            fan_in=chosen.fan_in,
+            info={"best_loss": best[0], "mean_candidate_loss": sum(losses) / len(losses)},
+        )
+        for c in unit.consumers:
+            out.fan_out[c.name] = fan_out_block(modules[c.name], chosen.fan_out[c.name], c.factor)
+        return out
