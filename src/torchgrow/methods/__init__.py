@@ -7,5 +7,7 @@ that the description cannot drift from the code.
 
 from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
 from .gradmax import GradMax
+from .nest import DESCRIPTION as NEST_DESCRIPTION
+from .nest import NeST
 
-__all__ = ["GradMax", "GRADMAX_DESCRIPTION"]
+__all__ = ["GradMax", "GRADMAX_DESCRIPTION", "NeST", "NEST_DESCRIPTION"]

@@ -1,0 +1,90 @@
+"""methods.NeST: the grow-and-prune driver on a small real data set."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchgrow import data, methods, models
+from torchgrow.errors import GrowthInputError
+from torchgrow.ops import check_consistent, is_masked
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.digits()
+
+
+def build(seed=0):
+    torch.manual_seed(seed)
+    model = models.mlp([64, 32, 32, 10], width_mult=0.5)
+    return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+
+def test_growth_adds_and_pruning_removes_active_parameters(digits):
+    model, opt = build()
+    nest = methods.NeST(
+        model,
+        opt,
+        digits,
+        max_grow_rounds=2,
+        grow_epochs=2,
+        neurons_per_round=2,
+        max_prune_rounds=3,
+        retrain_epochs=2,
+        prune_fraction=0.1,
+        tolerance=0.05,
+    )
+    rows = nest.run()
+    phases = [r["phase"] for r in rows]
+    assert phases[:3] == ["seed", "grow", "grow"] and "prune" in phases
+    grow = [r["parameters"] for r in rows if r["phase"] in ("seed", "grow")]
+    assert grow == sorted(grow) and grow[-1] > grow[0]  # growth phase goes up
+    assert rows[1]["neurons_added"] == 4 and rows[1]["connections_added"] > 0
+    accepted = [r for r in rows if r["phase"] == "prune" and r["accepted"]]
+    assert accepted and accepted[-1]["parameters"] < grow[-1]  # pruning goes down
+    assert nest.summary()["parameters"] == accepted[-1]["parameters"]
+    assert all(is_masked(m) for m in nest.model.modules() if isinstance(m, torch.nn.Linear))
+    check_consistent(nest.model, nest.optimizer)
+
+
+def test_a_rejected_pruning_step_keeps_the_previous_network(digits):
+    model, opt = build()
+    nest = methods.NeST(
+        model,
+        opt,
+        digits,
+        max_grow_rounds=2,
+        grow_epochs=6,
+        max_prune_rounds=3,
+        prune_fraction=0.95,
+        retrain_epochs=0,
+        tolerance=0.0,
+    )
+    rows = nest.run()
+    assert [r for r in rows if r["phase"] == "grow"][-1][
+        "val_accuracy"
+    ] > 0.3  # a trained reference
+    last_grow = [r for r in rows if r["phase"] == "grow"][-1]
+    prunes = [r for r in rows if r["phase"] == "prune"]
+    assert len(prunes) == 1 and not prunes[0]["accepted"]  # the first failing step ends the phase
+    assert nest.summary()["parameters"] == last_grow["parameters"]
+    assert nest.model is model  # nothing was replaced
+
+
+def test_target_accuracy_ends_growth(digits):
+    model, opt = build()
+    nest = methods.NeST(model, opt, digits, target_accuracy=0.0, grow_epochs=1, max_prune_rounds=0)
+    rows = nest.run()
+    assert [r["phase"] for r in rows] == ["seed"]
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"val_fraction": 0.0}, {"tolerance": -1}, {"grow_epochs": -1}, {"batch_size": 0}]
+)
+def test_bad_settings(digits, kwargs):
+    model, opt = build()
+    with pytest.raises(GrowthInputError):
+        methods.NeST(model, opt, digits, **kwargs)
