@@ -19,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import GrowthInputError
 from .graph import find_unit, growable_units
+from .how import fan_out_vectors
 from .ops.masks import (
     apply_mask,
     grow_connections,
@@ -307,7 +308,7 @@ def dead_units(model: nn.Module) -> dict[str, list[int]]:
         no_out = torch.ones(u.width, dtype=torch.bool)
         for c in u.consumers:
             m = modules[c.name]
-            eff = fan_out_vectors_effective(m, c.factor)
+            eff = fan_out_vectors(m, c.factor, effective=True)
             no_out &= ~(eff != 0).any(dim=1)
         no_in = torch.zeros(u.width, dtype=torch.bool)
         if not u.per_channel and set(u.between) <= _ZERO_AT_ZERO:
@@ -322,15 +323,6 @@ def dead_units(model: nn.Module) -> dict[str, list[int]]:
         if dead:
             out[u.name] = dead
     return out
-
-
-def fan_out_vectors_effective(consumer: nn.Module, factor: int = 1) -> Tensor:
-    """Like :func:`torchgrow.how.fan_out_vectors`, on the effective (masked) weight."""
-    w = consumer.weight.detach()
-    if w.dim() == 2:
-        out = w.shape[0]
-        return w.view(out, -1, factor).permute(1, 0, 2).reshape(-1, out * factor)
-    return w.transpose(0, 1).reshape(w.shape[1], -1)
 
 
 def remove_dead_units(

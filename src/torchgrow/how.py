@@ -75,9 +75,13 @@ def fan_in_vectors(producer: nn.Module) -> Tensor:
     return w.reshape(w.shape[0], -1)
 
 
-def fan_out_vectors(consumer: nn.Module, factor: int = 1) -> Tensor:
-    """Outgoing weights of each existing input unit of ``consumer``: shape ``(units, -1)``."""
-    w = weight_parameter(consumer).detach()
+def fan_out_vectors(consumer: nn.Module, factor: int = 1, *, effective: bool = False) -> Tensor:
+    """Outgoing weights of each existing input unit of ``consumer``: shape ``(units, -1)``.
+
+    ``effective=True`` reads the weight the layer applies (masked entries zero)
+    rather than its trainable tensor.
+    """
+    w = (consumer.weight if effective else weight_parameter(consumer)).detach()
     if w.dim() == 2:  # Linear: (out, units * factor)
         out = w.shape[0]
         return w.view(out, -1, factor).permute(1, 0, 2).reshape(-1, out * factor)
