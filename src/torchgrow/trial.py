@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from .errors import GrowthInputError
 from .graph import GrowableUnit, find_unit
-from .how import fan_out_block, fan_out_vectors
+from .how.base import fan_out_block, fan_out_vectors
 from .ops.masks import is_masked
 from .ops.units import widen
 from .stats import split_batch

@@ -1,259 +1,30 @@
-"""How new units are initialised.
+"""GradMax (Evci et al. 2022) and the baselines its paper compares against: GradMaxOpt, LossDescent.
 
-A *how* receives the unit to grow, the number of new units, the statistics it
-asked for (``needs``) and the model, and returns the new weights: the fan-in
-(new rows of each producer) and the fan-out (new input slices of each
-consumer). It never edits the model; :func:`torchgrow.ops.widen` does.
-
-Weight layout helpers turn a producer's rows and a consumer's input slices into
-one vector per unit, so that norms and directions are computed the same way
-for ``Linear`` and ``Conv2d`` (and after a flatten).
+See ``docs/gradmax.md``.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import GrowthInputError, require_int
-from .graph import GrowableUnit
-from .ops.masks import weight_parameter
-from .policy import Policy
-from .stats import Statistics
-
-__all__ = [
-    "Init",
-    "How",
-    "Zero",
-    "Random",
-    "fan_in_vectors",
-    "fan_out_vectors",
-    "fan_out_block",
-    "target_norm",
-    "GradMax",
-    "GradMaxOpt",
-    "LossDescent",
-    "NeSTNeuron",
-    "NeSTFeatureMap",
-    "GradMaxFallbackWarning",
-    "GradMaxRankWarning",
-    "dense_pair_matrix",
-    "conv_pair_matrix",
-    "fix_signs",
-]
-
-
-@dataclass
-class Init:
-    """New weights for one unit.
-
-    Attributes
-    ----------
-    fan_in : dict
-        Producer name -> new rows (``None`` or absent: zero).
-    fan_out : dict
-        Consumer name -> new input slices (``None`` or absent: zero).
-    info : dict
-        Facts worth logging (singular values, scales...).
-    """
-
-    fan_in: dict[str, Tensor | None] = field(default_factory=dict)
-    fan_out: dict[str, Tensor | None] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------- layout helpers
-def fan_in_vectors(producer: nn.Module) -> Tensor:
-    """Incoming weights of each existing unit, one row per unit: shape ``(units, -1)``."""
-    w = weight_parameter(producer).detach()
-    return w.reshape(w.shape[0], -1)
-
-
-def fan_out_vectors(consumer: nn.Module, factor: int = 1, *, effective: bool = False) -> Tensor:
-    """Outgoing weights of each existing input unit of ``consumer``: shape ``(units, -1)``.
-
-    ``effective=True`` reads the weight the layer applies (masked entries zero)
-    rather than its trainable tensor.
-    """
-    w = (consumer.weight if effective else weight_parameter(consumer)).detach()
-    if w.dim() == 2:  # Linear: (out, units * factor)
-        out = w.shape[0]
-        return w.view(out, -1, factor).permute(1, 0, 2).reshape(-1, out * factor)
-    return w.transpose(0, 1).reshape(w.shape[1], -1)  # Conv: (out, units, kh, kw)
-
-
-def fan_out_block(consumer: nn.Module, vectors: Tensor, factor: int = 1) -> Tensor:
-    """Inverse of :func:`fan_out_vectors` for ``k`` new units: the block ``widen`` expects."""
-    w = weight_parameter(consumer)
-    k = vectors.shape[0]
-    if w.dim() == 2:
-        out = w.shape[0]
-        return vectors.view(k, out, factor).permute(1, 0, 2).reshape(out, k * factor)
-    return vectors.view(k, w.shape[0], *w.shape[2:]).transpose(0, 1)
-
-
-def target_norm(existing: Tensor, scale: float, scale_method: str) -> float:
-    """Norm for new unit vectors: ``scale * mean existing norm`` or ``scale``.
-
-    Parameters
-    ----------
-    existing : Tensor
-        Existing unit vectors, one per row.
-    scale : float
-        The scale.
-    scale_method : {"mean_norm", "fixed"}
-        As in GradMax's official code.
-    """
-    if scale_method == "fixed":
-        return float(scale)
-    if scale_method == "mean_norm":
-        norms = existing.norm(dim=1)
-        return float(scale * norms.mean()) if norms.numel() else float(scale)
-    raise GrowthInputError(f"scale_method must be 'mean_norm' or 'fixed', got {scale_method!r}")
-
-
-def _normalise_rows(v: Tensor) -> Tensor:
-    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-# ---------------------------------------------------------------- initialisers
-class How(Policy):
-    """Base class of initialisers.
-
-    Attributes
-    ----------
-    needs : frozenset of str
-        Statistics to gather before :meth:`init` (``"producer_input"``,
-        ``"consumer_grad"``); empty for data-free initialisers.
-    function_preserving : bool
-        Whether the initialiser promises an unchanged function.
-    new_connections : {"all", "nonzero"}
-        Passed to :func:`torchgrow.ops.widen` for masked layers.
-    """
-
-    needs: frozenset[str] = frozenset()
-    function_preserving: bool = False
-    new_connections: str = "all"  # masked layers: "nonzero" connects only non-zero new weights
-
-    def init(
-        self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module
-    ) -> Init:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-class Zero(How):
-    """Zero fan-in and zero fan-out: preserves the function; the new units start dead
-    unless the activation has a non-zero slope at 0 *and* something else moves them.
-    """
-
-    function_preserving = True
-
-    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        return Init()
-
-    def describe(self) -> str:
-        return "zero fan-in and fan-out"
-
-
-class Random(How):
-    """Random directions scaled like the existing units (GradMax's ``AddRandom`` baseline).
-
-    Each new unit's non-zero side is a random vector normalised to unit L2
-    norm, times ``r``: ``scale`` x the mean norm of the existing units' vectors
-    on that side (``scale_method="mean_norm"``) or ``scale`` (``"fixed"``).
-
-    Parameters
-    ----------
-    scale : float
-        The scale (> 0).
-    zero_side : {"in", "out", None}
-        Which side stays zero: ``"in"`` (default; function-preserving, as in
-        GradMax's baseline), ``"out"`` (random fan-in, zero fan-out; also
-        function-preserving), or ``None`` (both random: the function changes).
-    scale_method : {"mean_norm", "fixed"}
-        How ``r`` is computed.
-    distribution : {"uniform", "normal"}
-        ``"uniform"`` draws U[0, 1) entries as the official code does (all
-        directions positive); ``"normal"`` draws N(0, 1).
-    seed : int, optional
-        Seed of the generator (default: drawn from torch's global RNG).
-    """
-
-    def __init__(
-        self,
-        scale: float = 0.5,
-        zero_side: str | None = "in",
-        scale_method: str = "mean_norm",
-        distribution: str = "uniform",
-        seed: int | None = None,
-    ) -> None:
-        if not (isinstance(scale, (int, float)) and scale > 0):
-            raise GrowthInputError(
-                f"Random(scale) must be > 0, got {scale!r} (a zero scale would zero the new "
-                "weights: use how.Zero() for that)"
-            )
-        if zero_side not in ("in", "out", None):
-            raise GrowthInputError(f"zero_side must be 'in', 'out' or None, got {zero_side!r}")
-        if scale_method not in ("mean_norm", "fixed"):
-            raise GrowthInputError(
-                f"scale_method must be 'mean_norm' or 'fixed', got {scale_method!r}"
-            )
-        if distribution not in ("uniform", "normal"):
-            raise GrowthInputError(
-                f"distribution must be 'uniform' or 'normal', got {distribution!r}"
-            )
-        self.scale = float(scale)
-        self.zero_side = zero_side
-        self.scale_method = scale_method
-        self.distribution = distribution
-        self.generator = torch.Generator()
-        self.generator.manual_seed(
-            seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item())
-        )
-        self.function_preserving = zero_side is not None
-
-    def _draw(self, k: int, dim: int, like: Tensor) -> Tensor:
-        if self.distribution == "uniform":
-            v = torch.rand((k, dim), generator=self.generator)
-        else:
-            v = torch.randn((k, dim), generator=self.generator)
-        return _normalise_rows(v).to(dtype=like.dtype, device=like.device)
-
-    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        modules = dict(model.named_modules())
-        out = Init(info={"how": "random"})
-        if self.zero_side != "in":
-            for p in unit.producers:
-                existing = fan_in_vectors(modules[p])
-                r = target_norm(existing, self.scale, self.scale_method)
-                v = self._draw(k, existing.shape[1], existing) * r
-                out.fan_in[p] = v.view(k, *weight_parameter(modules[p]).shape[1:])
-        if self.zero_side != "out":
-            for c in unit.consumers:
-                existing = fan_out_vectors(modules[c.name], c.factor)
-                r = target_norm(existing, self.scale, self.scale_method)
-                v = self._draw(k, existing.shape[1], existing) * r
-                out.fan_out[c.name] = fan_out_block(modules[c.name], v, c.factor)
-        return out
-
-    def describe(self) -> str:
-        side = {"in": "zero fan-in, random fan-out", "out": "random fan-in, zero fan-out"}.get(
-            self.zero_side, "random fan-in and fan-out"
-        )
-        return f"{side} ({self.distribution}, {self.scale:g} x {self.scale_method})"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-
+from ..errors import GrowthInputError, require_int
+from ..graph import GrowableUnit
+from ..stats import Statistics
+from .base import (
+    How,
+    Init,
+    Random,
+    _normalise_rows,
+    fan_out_block,
+    fan_out_vectors,
+    fan_out_vectors_of_block,
+    target_norm,
+)
 
 # ---------------------------------------------------------------- GradMax and its baselines
 _SPATIAL_OPS = {
@@ -507,7 +278,7 @@ class GradMax(How):
     def _iterate(
         self, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
     ) -> tuple[dict[str, Tensor], Tensor]:
-        from .trial import TrialGrowth
+        from ..trial import TrialGrowth
 
         modules = dict(model.named_modules())
         names = [c.name for c in unit.consumers]
@@ -643,7 +414,7 @@ class GradMaxOpt(How):
         self.start.load_state_dict(state)
 
     def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        from .trial import TrialGrowth
+        from ..trial import TrialGrowth
 
         if stats is None:
             raise GrowthInputError("GradMaxOpt needs growth-batch statistics")
@@ -680,14 +451,6 @@ class GradMaxOpt(How):
         for c in names:
             out.fan_out[c] = fan_out_block(modules[c], v[c].detach(), factors[c])
         return out
-
-
-def fan_out_vectors_of_block(consumer: nn.Module, block: Tensor, factor: int = 1) -> Tensor:
-    """Inverse of :func:`fan_out_block`: one vector per new unit from a fan-out block."""
-    if block.dim() == 2:
-        out = block.shape[0]
-        return block.view(out, -1, factor).permute(1, 0, 2).reshape(-1, out * factor)
-    return block.transpose(0, 1).reshape(block.shape[1], -1)
 
 
 class LossDescent(How):
@@ -745,7 +508,7 @@ class LossDescent(How):
         self.in_start.load_state_dict(state["in"])
 
     def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        from .trial import TrialGrowth
+        from ..trial import TrialGrowth
 
         if stats is None:
             raise GrowthInputError("LossDescent needs a growth batch")
@@ -778,185 +541,4 @@ class LossDescent(How):
             out.fan_out[c] = fan_out_block(modules[c], v[c].detach(), factors[c])
         for p in w:
             out.fan_in[p] = w[p].detach().reshape(ins[p].shape)
-        return out
-
-
-class NeSTNeuron(How):
-    """NeST Policy 2 (Dai, Yin, Jha 2018, Algorithm 1): new neurons from the bridging gradient.
-
-    ``B = sum_batch (dL/du_{l+1}) x_{l-1}^T`` is the gradient a direct
-    connection ``n -> m`` from the producer's input to the consumer's output
-    would get. For every pair with ``|B[m, n]|`` at or above the
-    ``ceil(beta * B.numel())``-th largest value, a random sign ``eps`` adds
-    ``eps * sqrt|B[m, n]|`` to the new neuron's fan-in ``w_in[n]`` and
-    ``-sign(B[m, n]) * eps * sqrt|B[m, n]|`` to its fan-out ``w_out[m]``, so that
-    each selected two-hop path ``w_out[m] * w_in[n] = -B[m, n]`` imitates a
-    gradient-descent step on the virtual bridge (pairs sharing ``m`` or ``n``
-    accumulate, as in the paper). Both vectors are then rescaled by the birth
-    strength: ``mean|w_new| = alpha * mean|existing non-zero weights|`` of the
-    producer (fan-in) and consumer (fan-out). The new neuron's connections are
-    exactly its non-zero pattern (``new_connections = "nonzero"``); its bias is 0.
-
-    Each of ``k`` neurons draws its own signs from the same ``B``.
-
-    Parameters
-    ----------
-    alpha : float
-        Birth strength (the paper: alpha > 0.3 works well).
-    beta : float
-        Growth ratio: fraction of the entries of ``B`` that connect (the paper
-        gives no value; 0 < beta <= 1).
-    seed : int
-        Seed of the random signs.
-    """
-
-    needs = frozenset({"producer_input", "consumer_grad"})
-    function_preserving = False
-    new_connections = "nonzero"
-
-    def __init__(self, alpha: float = 0.5, beta: float = 0.01, seed: int = 0) -> None:
-        if not alpha > 0:
-            raise GrowthInputError(f"alpha (birth strength) must be > 0, got {alpha!r}")
-        if not 0 < beta <= 1:
-            raise GrowthInputError(f"beta (growth ratio) must be in (0, 1], got {beta!r}")
-        self.alpha = float(alpha)
-        self.beta = float(beta)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def describe(self) -> str:
-        return f"bridging-gradient neurons (beta {self.beta:g}, birth strength {self.alpha:g})"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-
-    @staticmethod
-    def _mean_abs_nonzero(w: Tensor) -> float:
-        nz = w[w != 0]
-        return float(nz.abs().mean()) if nz.numel() else 1.0
-
-    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        if stats is None:
-            raise GrowthInputError("NeSTNeuron needs growth-batch statistics")
-        modules = dict(model.named_modules())
-        if len(unit.producers) != 1 or len(unit.consumers) != 1:
-            raise GrowthInputError(
-                f"NeSTNeuron grows a hidden layer between one producer and one consumer; "
-                f"{unit.name!r} has {len(unit.producers)} and {len(unit.consumers)}"
-            )
-        p, c = unit.producers[0], unit.consumers[0]
-        prod, cons = modules[p], modules[c.name]
-        if not (isinstance(prod, nn.Linear) and isinstance(cons, nn.Linear) and c.factor == 1):
-            raise GrowthInputError(
-                "NeSTNeuron grows neurons of fully connected layers (Linear -> Linear); "
-                "use feature-map growth for conv layers"
-            )
-        b = dense_pair_matrix(stats.producer_inputs[p], stats.consumer_grads[c.name])
-        count = max(1, math.ceil(self.beta * b.numel()))
-        thr = b.abs().flatten().topk(count).values[-1]
-        selected = (b.abs() >= thr) & (b != 0)
-        mags = b.abs().sqrt()
-        w_in = torch.zeros(k, b.shape[1], dtype=torch.float64)
-        w_out = torch.zeros(k, b.shape[0], dtype=torch.float64)
-        ms, ns = selected.nonzero(as_tuple=True)
-        for j in range(k):
-            eps = torch.randint(0, 2, (len(ms),), generator=self.generator).double() * 2 - 1
-            w_in[j].index_add_(0, ns, eps * mags[ms, ns])
-            w_out[j].index_add_(0, ms, -torch.sign(b[ms, ns]) * eps * mags[ms, ns])
-        ref_in = self._mean_abs_nonzero(prod.weight.detach())
-        ref_out = self._mean_abs_nonzero(cons.weight.detach())
-        for w, ref in ((w_in, ref_in), (w_out, ref_out)):
-            for j in range(k):
-                nz = w[j][w[j] != 0]
-                if nz.numel():
-                    w[j] *= self.alpha * ref / float(nz.abs().mean())
-        dtype = prod.weight.dtype
-        return Init(
-            fan_in={p: w_in.to(dtype)},
-            fan_out={c.name: w_out.T.to(dtype)},
-            info={"pairs": int(selected.sum()), "threshold": float(thr)},
-        )
-
-
-class NeSTFeatureMap(How):
-    """NeST Policy 3: new conv feature maps, the best of ``r`` random candidates by the loss.
-
-    Each candidate draws He-normal kernels for the new maps' fan-in and random
-    fan-out slices in the consumer, both rescaled like Policy 2's birth
-    strength (``mean|new| = alpha * mean|existing non-zero|``); the candidate
-    with the lowest loss on the growth batch is kept (the paper reports about
-    twice the immediate loss reduction of a single random map). The paper
-    gives no ``r``; 10 is used by default.
-
-    Parameters
-    ----------
-    r : int
-        Number of candidates.
-    alpha : float
-        Birth strength.
-    seed : int
-        Seed of the candidates.
-    """
-
-    needs = frozenset({"producer_input", "consumer_grad"})
-    function_preserving = False
-
-    def __init__(self, r: int = 10, alpha: float = 0.5, seed: int = 0) -> None:
-        self.r = require_int(r, "NeSTFeatureMap(r)", 1)
-        if not alpha > 0:
-            raise GrowthInputError(f"alpha (birth strength) must be > 0, got {alpha!r}")
-        self.alpha = float(alpha)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def describe(self) -> str:
-        return f"best of {self.r} random feature maps by the loss (birth strength {self.alpha:g})"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-
-    def _scaled(self, shape: tuple[int, ...], ref: Tensor, fan_in: int) -> Tensor:
-        t = torch.randn(shape, generator=self.generator) * math.sqrt(2.0 / max(fan_in, 1))
-        target = self.alpha * NeSTNeuron._mean_abs_nonzero(ref)
-        return t * (target / float(t.abs().mean().clamp_min(1e-12)))
-
-    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        from .trial import TrialGrowth
-
-        if stats is None:
-            raise GrowthInputError("NeSTFeatureMap needs a growth batch")
-        modules = dict(model.named_modules())
-        if not all(isinstance(modules[p], nn.Conv2d) for p in unit.producers):
-            raise GrowthInputError(
-                f"NeSTFeatureMap grows conv feature maps; {unit.name!r} is not produced by Conv2d"
-            )
-        trial = TrialGrowth(model, unit, k)
-        best: tuple[float, Init] | None = None
-        losses = []
-        for _ in range(self.r):
-            cand = Init()
-            for p in unit.producers:
-                w = modules[p].weight.detach()
-                cand.fan_in[p] = self._scaled((k, *w.shape[1:]), w, w[0].numel())
-            for c in unit.consumers:
-                m = modules[c.name]
-                existing = fan_out_vectors(m, c.factor)
-                cand.fan_out[c.name] = self._scaled((k, existing.shape[1]), m.weight.detach(), k)
-            with torch.no_grad():
-                loss = float(trial.loss(stats.batch, stats.loss_fn, cand.fan_in, cand.fan_out))
-            losses.append(loss)
-            if best is None or loss < best[0]:
-                best = (loss, cand)
-        assert best is not None
-        chosen = best[1]
-        out = Init(
-            fan_in=chosen.fan_in,
-            info={"best_loss": best[0], "mean_candidate_loss": sum(losses) / len(losses)},
-        )
-        for c in unit.consumers:
-            out.fan_out[c.name] = fan_out_block(modules[c.name], chosen.fan_out[c.name], c.factor)
         return out

@@ -1,0 +1,51 @@
+"""How new units are initialised.
+
+- :mod:`~torchgrow.how.base`: the :class:`How` interface, layout helpers, ``Zero``, ``Random``;
+- :mod:`~torchgrow.how.gradmax`: ``GradMax`` and its paper's baselines ``GradMaxOpt``, ``LossDescent``;
+- :mod:`~torchgrow.how.nest`: NeST's ``NeSTNeuron`` (Policy 2) and ``NeSTFeatureMap`` (Policy 3).
+"""
+
+from .base import (
+    How,
+    Init,
+    Random,
+    Zero,
+    fan_in_vectors,
+    fan_out_block,
+    fan_out_vectors,
+    fan_out_vectors_of_block,
+    target_norm,
+)
+from .gradmax import (
+    GradMax,
+    GradMaxFallbackWarning,
+    GradMaxOpt,
+    GradMaxRankWarning,
+    LossDescent,
+    conv_pair_matrix,
+    dense_pair_matrix,
+    fix_signs,
+)
+from .nest import NeSTFeatureMap, NeSTNeuron
+
+__all__ = [
+    "Init",
+    "How",
+    "Zero",
+    "Random",
+    "fan_in_vectors",
+    "fan_out_vectors",
+    "fan_out_block",
+    "fan_out_vectors_of_block",
+    "target_norm",
+    "GradMax",
+    "GradMaxOpt",
+    "LossDescent",
+    "GradMaxFallbackWarning",
+    "GradMaxRankWarning",
+    "dense_pair_matrix",
+    "conv_pair_matrix",
+    "fix_signs",
+    "NeSTNeuron",
+    "NeSTFeatureMap",
+]
