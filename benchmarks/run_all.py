@@ -6,7 +6,7 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["overhead", "gradmax_student_teacher", "gradmax_images"]
+BENCHMARKS = ["overhead", "gradmax_student_teacher", "gradmax_images", "nest_lenet"]
 
 
 def main(argv: list[str] | None = None) -> None:

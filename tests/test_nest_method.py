@@ -62,6 +62,7 @@ def test_a_rejected_pruning_step_keeps_the_previous_network(digits):
         prune_fraction=0.95,
         retrain_epochs=0,
         tolerance=0.0,
+        prune_retries=0,
     )
     rows = nest.run()
     assert [r for r in rows if r["phase"] == "grow"][-1][
@@ -88,3 +89,24 @@ def test_bad_settings(digits, kwargs):
     model, opt = build()
     with pytest.raises(GrowthInputError):
         methods.NeST(model, opt, digits, **kwargs)
+
+
+def test_a_rejected_step_is_retried_with_half_the_fraction(digits):
+    model, opt = build()
+    nest = methods.NeST(
+        model,
+        opt,
+        digits,
+        max_grow_rounds=2,
+        grow_epochs=6,
+        max_prune_rounds=5,
+        prune_fraction=0.95,
+        retrain_epochs=0,
+        tolerance=0.0,
+        prune_retries=2,
+    )
+    rows = [r for r in nest.run() if r["phase"] == "prune"]
+    fractions = [r["prune_fraction"] for r in rows]
+    assert fractions[:2] == [0.95, 0.475]  # halved after the first rejection
+    rejected = [r for r in rows if not r["accepted"]]
+    assert len(rejected) <= 3 and (len(rows) == 5 or not rows[-1]["accepted"])

@@ -16,8 +16,8 @@ parameter here (defaults marked [I] are engineering choices, see
 3. **Pruning phase**: prune the smallest-magnitude active weights of every
    layer (``prune_fraction``; BatchNorm-effective), remove dead neurons and
    maps, retrain ``retrain_epochs``; keep the step while validation accuracy
-   stays within ``tolerance`` of the accuracy after growth, else stop and keep
-   the previous network.
+   stays within ``tolerance`` of the target accuracy (or, without a target,
+   of the accuracy after growth), else stop and keep the previous network.
 
 Validation is a held-out split of the training data.
 """
@@ -108,10 +108,17 @@ class NeST:
     retrain_epochs : int
         Retraining after each pruning step. [I]
     max_prune_rounds : int
-        Pruning budget in steps.
+        Pruning budget in steps (tried steps, accepted or not).
+    prune_retries : int
+        After a rejected step, retry from the last accepted network with half
+        the fraction, at most this many times; the phase ends at the next
+        rejection after that. [I] (The paper prunes in small steps.)
     tolerance : float
         Largest drop of validation accuracy (absolute, e.g. 0.003 = 0.3 points)
-        accepted during pruning, relative to the accuracy after growth.
+        accepted during pruning, relative to ``target_accuracy`` when given
+        (the same reference a pruning-only baseline is judged on), else to the
+        accuracy after growth. Measuring from the round that first crossed the
+        target would favour a lucky draw: the stopping rule selects it upward.
     seed : int
         Seed of the masks, the data split and order, and the policies.
     """
@@ -140,6 +147,7 @@ class NeST:
         prune_fraction: float = 0.15,
         retrain_epochs: int = 1,
         max_prune_rounds: int = 10,
+        prune_retries: int = 2,
         tolerance: float = 0.003,
         seed: int = 0,
     ) -> None:
@@ -151,6 +159,7 @@ class NeST:
             ("maps_per_round", maps_per_round, 0),
             ("retrain_epochs", retrain_epochs, 0),
             ("max_prune_rounds", max_prune_rounds, 0),
+            ("prune_retries", prune_retries, 0),
         ):
             require_int(value, f"NeST({name})", lo)
         if not 0 < val_fraction < 1:
@@ -180,6 +189,7 @@ class NeST:
             prune_fraction=prune_fraction,
             retrain_epochs=retrain_epochs,
             max_prune_rounds=max_prune_rounds,
+            prune_retries=prune_retries,
             tolerance=tolerance,
             seed=seed,
         )
@@ -313,10 +323,15 @@ class NeST:
                 neurons_added=neurons,
                 maps_added=maps,
             )
-        reference = row["val_accuracy"]
+        # The tolerance is measured from the target when there is one: the accuracy of the round
+        # that first crossed it is selected upward by the stopping rule itself.
+        reference = (
+            s["target_accuracy"] if s["target_accuracy"] is not None else row["val_accuracy"]
+        )
+        fraction, retries = s["prune_fraction"], s["prune_retries"]
         for r in range(1, s["max_prune_rounds"] + 1):
             cand_model, cand_opt = copy.deepcopy((self.model, self.optimizer))
-            pruned = prune_by_magnitude(cand_model, s["prune_fraction"], optimizer=cand_opt)
+            pruned = prune_by_magnitude(cand_model, fraction, optimizer=cand_opt)
             removed = remove_dead_units(cand_model, optimizer=cand_opt)
             self._train(cand_model, cand_opt, s["retrain_epochs"])
             val = self._val(cand_model)
@@ -328,11 +343,15 @@ class NeST:
                 r,
                 cand_model,
                 accepted=accepted,
+                prune_fraction=fraction,
                 connections_pruned=sum(pruned.values()),
                 units_removed=sum(removed.values()),
             )
             if not accepted:
-                break
+                if retries == 0:
+                    break
+                retries -= 1
+                fraction /= 2  # a smaller step from the last accepted network
         self.seconds = time.perf_counter() - start
         return self.history
 

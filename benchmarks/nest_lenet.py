@@ -1,0 +1,415 @@
+"""NeST on LeNet-300-100: grow-and-prune vs a dense net vs pruning only (Han et al.).
+
+For each data set (Fashion-MNIST, full 60k/10k; and the 5k MNIST subset
+``mnist5k``, 4k/1k) three variants are run side by side:
+
+- ``Dense``: :func:`torchgrow.models.lenet_300_100` trained normally (SGD,
+  momentum 0.9, batch 128, constant learning rate);
+- ``Pruning only``: iterative magnitude pruning (Han et al. 2015) starting
+  from the dense net's trained weights and optimizer state: per round
+  :func:`torchgrow.connections.prune_by_magnitude` (``PRUNE_ONLY_FRACTION`` of
+  every layer's active weights), :func:`~torchgrow.connections.remove_dead_units`
+  and ``retrain_epochs`` of retraining; a step is kept while validation
+  accuracy stays within ``tolerance`` of the dense net's, and the first
+  failing step ends the run (the previous network is kept);
+- ``NeST``: :class:`torchgrow.methods.NeST` from the seed 784-120-40-10
+  (``width_mult=0.4``) at 10 % connectivity, growing (Policies 1 and 2)
+  until validation accuracy reaches the dense net's (or the round budget),
+  then pruning with the same tolerance relative to its own post-growth
+  accuracy.
+
+Every decision (growth stop, accepting a pruning step) uses the same held-out
+validation split, ``Dataset.split_validation(0.1, seed=0)`` of the training
+data (NeST's own split with ``seed=0`` is the same one); the test split is only
+reported. One seed. ``--quick`` is a smoke run on small subsets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import markdown_table, results_dir, write_results
+from torchgrow import data as tg_data
+from torchgrow import methods, models
+from torchgrow.connections import prune_by_magnitude, remove_dead_units
+from torchgrow.why import accuracy, count_parameters, flops_per_example
+
+THREADS = 2
+BATCH = 128
+MOMENTUM = 0.9
+VARIANTS = ("Dense", "Pruning only", "NeST")
+DATASETS = ("fashion_mnist", "mnist5k")
+GOAL_COMPRESSION = 10.0  # NeST: >= 10x fewer parameters than dense ...
+GOAL_ERROR_POINTS = 0.3  # ... at no more than +0.3 points of test error
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of one data set's run (all three variants)."""
+
+    lr: float = 0.05
+    dense_epochs: int = 10
+    retrain_epochs: int = 1  # pruning only and NeST, after each pruning step
+    tolerance: float = 0.003  # absolute validation-accuracy drop accepted while pruning
+    prune_only_fraction: float = 0.2
+    max_prune_only_rounds: int = 25
+    # NeST
+    width_mult: float = 0.4
+    seed_connectivity: float = 0.1
+    grow_epochs: int = 3
+    max_grow_rounds: int = 12
+    connection_fraction: float = 0.15
+    neurons_per_round: int = 10
+    alpha: float = 0.5
+    beta: float = 0.01
+    prune_fraction: float = 0.15
+    max_prune_rounds: int = 25
+    target: str | None = "dense"  # NeST's target accuracy: the dense net's validation accuracy
+    seed: int = 0
+
+
+CONFIGS = {
+    # 54,000 training images: ~422 steps per epoch
+    "fashion_mnist": Config(dense_epochs=10, grow_epochs=3, retrain_epochs=1),
+    # 3,600 training images: ~29 steps per epoch, so more epochs for a similar number of steps
+    "mnist5k": Config(dense_epochs=40, grow_epochs=6, retrain_epochs=3, max_grow_rounds=15),
+}
+QUICK = {
+    "fashion_mnist": {"n_train": 2000, "n_test": 500},
+    "mnist5k": {"n_train": 1000, "n_test": 300},
+}
+QUICK_CONFIG = {
+    "dense_epochs": 3,
+    "grow_epochs": 1,
+    "retrain_epochs": 1,
+    "max_grow_rounds": 3,
+    "max_prune_rounds": 4,
+    "max_prune_only_rounds": 4,
+}
+
+
+def load_data(name: str) -> tg_data.Dataset:
+    if name == "fashion_mnist":
+        return tg_data.fashion_mnist()
+    if name == "mnist5k":
+        return tg_data.mnist5k()
+    raise ValueError(f"unknown data set {name!r}")
+
+
+# --------------------------------------------------------------------------- pieces
+def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=MOMENTUM)
+
+
+def _train(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    train: tg_data.Dataset,
+    epochs: int,
+    generator: torch.Generator,
+) -> None:
+    model.train()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(train.x_train, train.y_train),
+        batch_size=BATCH,
+        shuffle=True,
+        generator=generator,
+    )
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def _measure(
+    model: nn.Module, train: tg_data.Dataset, val: tg_data.Dataset, example: torch.Tensor
+) -> dict[str, Any]:
+    return {
+        "val_accuracy": accuracy(model, (val.x_test, val.y_test)),
+        "test_accuracy": accuracy(model, (train.x_test, train.y_test)),
+        "parameters": count_parameters(model),
+        "flops_per_example": flops_per_example(model, example),
+    }
+
+
+def _widths(model: nn.Module) -> list[int]:
+    return [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def run_dense(ds: tg_data.Dataset, cfg: Config) -> tuple[nn.Module, torch.optim.Optimizer, dict]:
+    torch.manual_seed(cfg.seed)
+    train, val = ds.split_validation(0.1, seed=cfg.seed)
+    model = models.lenet_300_100()
+    opt = _sgd(model, cfg.lr)
+    t0 = time.perf_counter()
+    _train(model, opt, train, cfg.dense_epochs, torch.Generator().manual_seed(cfg.seed))
+    seconds = time.perf_counter() - t0
+    out = {**_measure(model, train, val, ds.x_train[:2]), "seconds": seconds}
+    out["widths"] = _widths(model)
+    return model, opt, out
+
+
+def run_pruning_only(
+    dense: nn.Module,
+    dense_opt: torch.optim.Optimizer,
+    dense_val: float,
+    ds: tg_data.Dataset,
+    cfg: Config,
+) -> dict[str, Any]:
+    """Han et al.: prune / remove dead units / retrain from the dense weights, within tolerance."""
+    train, val = ds.split_validation(0.1, seed=cfg.seed)
+    example = ds.x_train[:2]
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    model, opt = copy.deepcopy((dense, dense_opt))
+    t0 = time.perf_counter()
+    history = [{"phase": "dense", "round": 0, **_measure(model, train, val, example)}]
+    for r in range(1, cfg.max_prune_only_rounds + 1):
+        cand, cand_opt = copy.deepcopy((model, opt))
+        pruned = prune_by_magnitude(cand, cfg.prune_only_fraction, optimizer=cand_opt)
+        removed = remove_dead_units(cand, optimizer=cand_opt)
+        _train(cand, cand_opt, train, cfg.retrain_epochs, gen)
+        row = _measure(cand, train, val, example)
+        accepted = row["val_accuracy"] >= dense_val - cfg.tolerance
+        history.append(
+            {
+                "phase": "prune",
+                "round": r,
+                **row,
+                "accepted": accepted,
+                "connections_pruned": sum(pruned.values()),
+                "units_removed": sum(removed.values()),
+            }
+        )
+        if not accepted:
+            break
+        model, opt = cand, cand_opt
+    seconds = time.perf_counter() - t0
+    final = {**_measure(model, train, val, example), "seconds": seconds, "widths": _widths(model)}
+    return {"final": final, "history": history}
+
+
+def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str, Any]:
+    torch.manual_seed(cfg.seed)
+    model = models.lenet_300_100(width_mult=cfg.width_mult)
+    nest = methods.NeST(
+        model,
+        _sgd(model, cfg.lr),
+        ds,
+        batch_size=BATCH,
+        val_fraction=0.1,
+        seed_connectivity=cfg.seed_connectivity,
+        target_accuracy=target,
+        max_grow_rounds=cfg.max_grow_rounds,
+        grow_epochs=cfg.grow_epochs,
+        connection_fraction=cfg.connection_fraction,
+        neurons_per_round=cfg.neurons_per_round,
+        alpha=cfg.alpha,
+        beta=cfg.beta,
+        prune_fraction=cfg.prune_fraction,
+        retrain_epochs=cfg.retrain_epochs,
+        max_prune_rounds=cfg.max_prune_rounds,
+        tolerance=cfg.tolerance,
+        seed=cfg.seed,
+    )
+    t0 = time.perf_counter()
+    history = nest.run()
+    seconds = time.perf_counter() - t0
+    final = {**nest.summary(), "seconds": seconds, "widths": _widths(nest.model)}
+    grow_rows = [h for h in history if h["phase"] in ("seed", "grow")]
+    accepted = [h for h in history if h["phase"] == "prune" and h["accepted"]]
+    phases = {
+        "seed": history[0]["parameters"],
+        "after_growth": grow_rows[-1]["parameters"],
+        "after_pruning": final["parameters"],
+        "grow_rounds": len(grow_rows) - 1,
+        "prune_steps_accepted": len(accepted),
+        "post_growth_val_accuracy": grow_rows[-1]["val_accuracy"],
+    }
+    history = [{k: v for k, v in h.items()} for h in history]
+    return {"final": final, "history": history, "phases": phases}
+
+
+def run_dataset(ds: tg_data.Dataset, cfg: Config) -> dict[str, Any]:
+    """All three variants on one data set; returns their final rows and histories."""
+    dense, dense_opt, dense_row = run_dense(ds, cfg)
+    prune = run_pruning_only(dense, dense_opt, dense_row["val_accuracy"], ds, cfg)
+    target = dense_row["val_accuracy"] if cfg.target == "dense" else None
+    nest = run_nest(ds, cfg, target)
+    finals = {"Dense": dense_row, "Pruning only": prune["final"], "NeST": nest["final"]}
+    rows = []
+    for variant, f in finals.items():
+        rows.append(
+            {
+                "variant": variant,
+                "val_error_%": 100 * (1 - f["val_accuracy"]),
+                "test_error_%": 100 * (1 - f["test_accuracy"]),
+                "parameters": f["parameters"],
+                "flops_per_example": f["flops_per_example"],
+                "param_compression": dense_row["parameters"] / f["parameters"],
+                "flops_compression": dense_row["flops_per_example"] / f["flops_per_example"],
+                "widths": "-".join(str(w) for w in f["widths"]),
+                "seconds": f["seconds"],
+            }
+        )
+    return {
+        "rows": rows,
+        "nest_phases": nest["phases"],
+        "nest_target_val_accuracy": target,
+        "nest_history": nest["history"],
+        "pruning_only_history": prune["history"],
+        "goal": goal(rows),
+    }
+
+
+def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's goal, checked on the reported (test) numbers after validation-only choices."""
+    by = {r["variant"]: r for r in rows}
+    d, p, n = by["Dense"], by["Pruning only"], by["NeST"]
+    compression = n["param_compression"] >= GOAL_COMPRESSION
+    err_ok = n["test_error_%"] <= d["test_error_%"] + GOAL_ERROR_POINTS
+    fewer = n["parameters"] < p["parameters"]
+    same_err = n["test_error_%"] <= p["test_error_%"] + GOAL_ERROR_POINTS
+    return {
+        "nest_10x_fewer_params_than_dense": compression,
+        "nest_error_within_0.3_points_of_dense": err_ok,
+        "nest_fewer_params_than_pruning_only": fewer,
+        "nest_error_within_0.3_points_of_pruning_only": same_err,
+        "met": compression and err_ok and fewer and same_err,
+    }
+
+
+# --------------------------------------------------------------------------- output
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items(), strict=True):
+        nh = res["nest_history"]
+        kept = [i for i, h in enumerate(nh) if h["phase"] != "prune" or h["accepted"]]
+        ax.plot(kept, [nh[i]["parameters"] for i in kept], "o-", color="C0", label="NeST")
+        rej = [i for i, h in enumerate(nh) if h["phase"] == "prune" and not h["accepted"]]
+        ax.plot(rej, [nh[i]["parameters"] for i in rej], "x", color="C0", ms=9)
+        n_grow = sum(h["phase"] in ("seed", "grow") for h in nh)
+        ax.axvline(n_grow - 0.5, color="C0", ls=":", lw=1)
+        ph = res["pruning_only_history"]
+        kept = [i for i, h in enumerate(ph) if h["phase"] != "prune" or h["accepted"]]
+        ax.plot(kept, [ph[i]["parameters"] for i in kept], "s-", color="C1", label="Pruning only")
+        rej = [i for i, h in enumerate(ph) if h["phase"] == "prune" and not h["accepted"]]
+        ax.plot(rej, [ph[i]["parameters"] for i in rej], "x", color="C1", ms=9)
+        dense = res["rows"][0]["parameters"]
+        ax.axhline(dense, color="gray", ls="--", lw=1, label=f"Dense ({dense:,})")
+        ax.axhline(dense / GOAL_COMPRESSION, color="gray", ls=":", lw=1, label="Dense / 10")
+        ax.set_yscale("log")
+        ax.set_xlabel("round (NeST: seed, growth | pruning; baseline: dense, pruning)")
+        ax.set_ylabel("active parameters")
+        ax.set_title(f"LeNet-300-100 on {name} (x: rejected step)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+COLUMNS = [
+    "variant",
+    "val_error_%",
+    "test_error_%",
+    "parameters",
+    "flops_per_example",
+    "param_compression",
+    "flops_compression",
+    "widths",
+    "seconds",
+]
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    parts = [
+        "LeNet-300-100: dense vs pruning only (Han et al.) vs NeST (grow from 784-120-40-10 at "
+        "10 % connectivity, then prune). One seed (0). All decisions on a 10 % validation split "
+        "of the training data; test error is reported only. Compression = dense / variant. "
+        "Parameters are active (unmasked) weights plus biases; FLOPs = 2 x active MACs "
+        "(+ nothing else for this net).\n"
+    ]
+    for name, res in payload["results"].items():
+        cfg = payload["configs"][name]
+        ph = res["nest_phases"]
+        parts.append(f"\n## {name}\n\n")
+        parts.append(markdown_table(res["rows"], COLUMNS))
+        tgt = res["nest_target_val_accuracy"]
+        parts.append(
+            f"\nNeST parameters: seed {ph['seed']:,} -> after growth {ph['after_growth']:,} "
+            f"({ph['grow_rounds']} growth rounds; post-growth val accuracy "
+            f"{100 * ph['post_growth_val_accuracy']:.2f} %, target "
+            f"{'none' if tgt is None else f'{100 * tgt:.2f} %'}) -> after pruning "
+            f"{ph['after_pruning']:,} ({ph['prune_steps_accepted']} pruning steps accepted).\n"
+        )
+        parts.append(
+            f"\nSettings: lr {cfg['lr']}, momentum {MOMENTUM}, batch {BATCH}; dense "
+            f"{cfg['dense_epochs']} epochs; pruning only {cfg['prune_only_fraction']} per round, "
+            f"{cfg['retrain_epochs']} retrain epoch(s); NeST grow_epochs {cfg['grow_epochs']}, "
+            f"max_grow_rounds {cfg['max_grow_rounds']}, connection_fraction "
+            f"{cfg['connection_fraction']}, neurons_per_round {cfg['neurons_per_round']}, "
+            f"alpha {cfg['alpha']}, beta {cfg['beta']}, prune_fraction {cfg['prune_fraction']}, "
+            f"retrain_epochs {cfg['retrain_epochs']}; tolerance {cfg['tolerance']} "
+            f"(validation accuracy).\n"
+        )
+        g = res["goal"]
+        parts.append(
+            "\nGoal (NeST >= 10x fewer parameters than dense at <= +0.3 points test error, and "
+            "fewer parameters than pruning only at the same error): "
+            + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in g.items())
+            + ".\n"
+        )
+    parts.append(f"\nTotal wall time: {payload['wall_s']:.0f} s.\n")
+    return "".join(parts)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smoke run on small subsets")
+    ap.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(THREADS)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    for name in args.datasets:
+        ds = load_data(name)
+        cfg = CONFIGS[name]
+        if args.quick:
+            ds = ds.subset(**QUICK[name], seed=0)
+            cfg = replace(cfg, **QUICK_CONFIG)
+        configs[name] = asdict(cfg)
+        t = time.perf_counter()
+        results[name] = run_dataset(ds, cfg)
+        print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
+        print(markdown_table(results[name]["rows"], COLUMNS), flush=True)
+    payload: dict[str, Any] = {
+        "quick": args.quick,
+        "seeds": [0],
+        "threads": THREADS,
+        "configs": configs,
+        "results": results,
+        "wall_s": time.perf_counter() - t0,
+    }
+    write_results("nest_lenet", payload, markdown(payload))
+    plot(results, results_dir(args.quick) / "nest_lenet.png")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
