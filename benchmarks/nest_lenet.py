@@ -59,6 +59,8 @@ class Config:
     lr: float = 0.05
     dense_epochs: int = 10
     retrain_epochs: int = 1  # pruning only and NeST, after each pruning step
+    prune_lr: float | None = None  # pruning only and NeST: retraining rate (None: lr)
+    val_fraction: float = 0.1  # held-out share of the training set for every decision
     tolerance: float = 0.003  # absolute validation-accuracy drop accepted while pruning
     prune_only_fraction: float = 0.2
     max_prune_only_rounds: int = 25
@@ -149,7 +151,7 @@ def _widths(model: nn.Module) -> list[int]:
 
 def run_dense(ds: tg_data.Dataset, cfg: Config) -> tuple[nn.Module, torch.optim.Optimizer, dict]:
     torch.manual_seed(cfg.seed)
-    train, val = ds.split_validation(0.1, seed=cfg.seed)
+    train, val = ds.split_validation(cfg.val_fraction, seed=cfg.seed)
     model = models.lenet_300_100()
     opt = _sgd(model, cfg.lr)
     t0 = time.perf_counter()
@@ -168,10 +170,13 @@ def run_pruning_only(
     cfg: Config,
 ) -> dict[str, Any]:
     """Han et al.: prune / remove dead units / retrain from the dense weights, within tolerance."""
-    train, val = ds.split_validation(0.1, seed=cfg.seed)
+    train, val = ds.split_validation(cfg.val_fraction, seed=cfg.seed)
     example = ds.x_train[:2]
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     model, opt = copy.deepcopy((dense, dense_opt))
+    if cfg.prune_lr is not None:
+        for group in opt.param_groups:
+            group["lr"] = cfg.prune_lr
     t0 = time.perf_counter()
     history = [{"phase": "dense", "round": 0, **_measure(model, train, val, example)}]
     for r in range(1, cfg.max_prune_only_rounds + 1):
@@ -207,7 +212,7 @@ def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str
         _sgd(model, cfg.lr),
         ds,
         batch_size=BATCH,
-        val_fraction=0.1,
+        val_fraction=cfg.val_fraction,
         seed_connectivity=cfg.seed_connectivity,
         target_accuracy=target,
         max_grow_rounds=cfg.max_grow_rounds,
@@ -218,6 +223,7 @@ def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str
         beta=cfg.beta,
         prune_fraction=cfg.prune_fraction,
         retrain_epochs=cfg.retrain_epochs,
+        prune_lr=cfg.prune_lr,
         max_prune_rounds=cfg.max_prune_rounds,
         tolerance=cfg.tolerance,
         seed=cfg.seed,

@@ -20,6 +20,8 @@ FLOP convention
   the number of output positions (``H_out * W_out`` for 2-D). With
   ``groups > 1`` the weight already holds ``in_channels / groups`` input
   channels, so the same formula holds. Padded positions count like any other.
+  A ``Conv2d`` with a partial-area input mask (:mod:`torchgrow.ops.area`)
+  counts only the MACs that read an input position inside its area.
 * ``nn.ConvTranspose1d/2d/3d``: ``2 * active_weights`` times the number of
   *input* positions (each input element meets every weight of its group once).
 * Biases are not counted.
@@ -53,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .ops.area import input_mask_of, masked_conv_macs
 from .ops.masks import mask_of, weight_parameter
 
 __all__ = [
@@ -113,6 +116,12 @@ def _active_weights(module: nn.Module) -> int:
     return weight_parameter(module).numel()
 
 
+def _active_mask(module: nn.Module) -> Tensor:
+    mask = mask_of(module)
+    w = weight_parameter(module)
+    return torch.ones_like(w) if mask is None else mask.ne(0).to(w.dtype)
+
+
 def _module_flops(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
     """FLOPs of one call of a counted module on a whole batch."""
     if not isinstance(output, Tensor):
@@ -120,6 +129,9 @@ def _module_flops(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> in
     if isinstance(module, nn.Linear):
         positions = output.numel() // max(module.out_features, 1)
         return 2 * _active_weights(module) * positions
+    if isinstance(module, nn.Conv2d) and input_mask_of(module) is not None:
+        batch = inputs[0].shape[0] if inputs[0].dim() == 4 else 1
+        return 2 * masked_conv_macs(module, _active_mask(module)) * batch
     if isinstance(module, _CONVS):
         positions = output.numel() // max(module.out_channels, 1)
         return 2 * _active_weights(module) * positions

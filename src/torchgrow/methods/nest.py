@@ -18,6 +18,9 @@ parameter here (defaults marked [I] are engineering choices, see
    maps, retrain ``retrain_epochs``; keep the step while validation accuracy
    stays within ``tolerance`` of the target accuracy (or, without a target,
    of the accuracy after growth), else stop and keep the previous network.
+4. Optionally, **partial-area convolution** (Algorithm 2, ``area_rounds``):
+   mask the weakest ``area_gamma`` of every conv's input positions, retrain,
+   keep while validation accuracy holds.
 
 Validation is a held-out split of the training data.
 """
@@ -41,6 +44,7 @@ from ..graph import growable_units
 from ..grower import Grower
 from ..how import NeSTFeatureMap, NeSTNeuron
 from ..ops.masks import apply_mask, is_masked
+from ..partial_area import prune_input_area
 from ..size import Units
 from ..when import Manual
 from ..where import Layers
@@ -107,6 +111,11 @@ class NeST:
         Policy 4: fraction of each layer's active weights pruned per step. [I]
     retrain_epochs : int
         Retraining after each pruning step. [I]
+    prune_lr : float, optional
+        Learning rate of every parameter group during the pruning phase (and
+        partial-area phase); ``None`` keeps the optimizer's. Retraining a
+        pruned net at a lower rate than it was trained with, as Han et al. do,
+        makes each accept/reject decision less noisy. [I]
     max_prune_rounds : int
         Pruning budget in steps (tried steps, accepted or not).
     prune_retries : int
@@ -119,6 +128,15 @@ class NeST:
         (the same reference a pruning-only baseline is judged on), else to the
         accuracy after growth. Measuring from the round that first crossed the
         target would favour a lucky draw: the stopping rule selects it upward.
+    area_rounds : int
+        Partial-area convolution (Algorithm 2) after the pruning phase: at most
+        this many steps, each masking ``area_gamma`` of every conv's active
+        input positions, then ``retrain_epochs``, kept while validation
+        accuracy holds (same rule as pruning; the first failing step ends it).
+        0 (default) skips it; only ordinary ``Conv2d`` layers are masked.
+    area_gamma : float
+        Partial-area γ: share of active input positions masked per step
+        (paper: 1 %).
     seed : int
         Seed of the masks, the data split and order, and the policies.
     """
@@ -146,9 +164,12 @@ class NeST:
         candidates: int = 10,
         prune_fraction: float = 0.15,
         retrain_epochs: int = 1,
+        prune_lr: float | None = None,
         max_prune_rounds: int = 10,
         prune_retries: int = 2,
         tolerance: float = 0.003,
+        area_rounds: int = 0,
+        area_gamma: float = 0.01,
         seed: int = 0,
     ) -> None:
         for name, value, lo in (
@@ -160,10 +181,15 @@ class NeST:
             ("retrain_epochs", retrain_epochs, 0),
             ("max_prune_rounds", max_prune_rounds, 0),
             ("prune_retries", prune_retries, 0),
+            ("area_rounds", area_rounds, 0),
         ):
             require_int(value, f"NeST({name})", lo)
         if not 0 < val_fraction < 1:
             raise GrowthInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        if prune_lr is not None and not prune_lr > 0:
+            raise GrowthInputError(f"prune_lr must be > 0 or None, got {prune_lr!r}")
+        if not 0 < area_gamma < 1:
+            raise GrowthInputError(f"area_gamma must be in (0, 1), got {area_gamma!r}")
         if not tolerance >= 0:
             raise GrowthInputError(f"tolerance must be >= 0, got {tolerance!r}")
         if data.task != "classification":
@@ -188,9 +214,12 @@ class NeST:
             candidates=candidates,
             prune_fraction=prune_fraction,
             retrain_epochs=retrain_epochs,
+            prune_lr=prune_lr,
             max_prune_rounds=max_prune_rounds,
             prune_retries=prune_retries,
             tolerance=tolerance,
+            area_rounds=area_rounds,
+            area_gamma=area_gamma,
             seed=seed,
         )
         self.seed = seed
@@ -328,6 +357,9 @@ class NeST:
         reference = (
             s["target_accuracy"] if s["target_accuracy"] is not None else row["val_accuracy"]
         )
+        if s["prune_lr"] is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = s["prune_lr"]
         fraction, retries = s["prune_fraction"], s["prune_retries"]
         for r in range(1, s["max_prune_rounds"] + 1):
             cand_model, cand_opt = copy.deepcopy((self.model, self.optimizer))
@@ -352,8 +384,30 @@ class NeST:
                     break
                 retries -= 1
                 fraction /= 2  # a smaller step from the last accepted network
+        self._partial_area(reference)
         self.seconds = time.perf_counter() - start
         return self.history
+
+    def _partial_area(self, reference: float) -> None:
+        """Algorithm 2 steps on copies, kept while validation accuracy holds."""
+        s = self.settings
+        if not s["area_rounds"]:
+            return
+        if not any(isinstance(m, nn.Conv2d) and m.groups == 1 for m in self.model.modules()):
+            return
+        calibration = self._growth_batch()[0]
+        for r in range(1, s["area_rounds"] + 1):
+            cand_model, cand_opt = copy.deepcopy((self.model, self.optimizer))
+            masked = prune_input_area(cand_model, calibration, s["area_gamma"])
+            self._train(cand_model, cand_opt, s["retrain_epochs"])
+            accepted = self._val(cand_model) >= reference - s["tolerance"]
+            if accepted:
+                self.model, self.optimizer = cand_model, cand_opt
+            self._record(
+                "area", r, cand_model, accepted=accepted, positions_masked=sum(masked.values())
+            )
+            if not accepted:
+                break
 
     def summary(self) -> dict[str, Any]:
         """The final network: validation/test accuracy, active parameters, FLOPs per example."""

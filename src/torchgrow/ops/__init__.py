@@ -6,6 +6,7 @@ error the model and the optimizer are exactly as they were. Each returns an
 """
 
 from . import layers as _layers  # noqa: F401  (registers the built-in layer kinds)
+from .area import apply_input_mask, input_mask_of, masked_conv_macs, remove_input_mask
 from .depth import append_block, identity_conv, identity_linear, insert_after
 from .edit import Change, EditRecord
 from .masks import (
@@ -30,6 +31,10 @@ __all__ = [
     "identity_linear",
     "identity_conv",
     "apply_mask",
+    "apply_input_mask",
+    "input_mask_of",
+    "remove_input_mask",
+    "masked_conv_macs",
     "grow_connections",
     "prune_connections",
     "remove_mask",

@@ -17,6 +17,7 @@ from torch.nn.utils import parametrize
 
 from ..errors import UnsupportedLayerError
 from ..nn import ReLU1
+from .area import input_mask_of
 from .edit import Change
 from .masks import ConnectionMask
 from .registry import LayerOps, Role, register, register_pass_through
@@ -191,16 +192,23 @@ def _conv_grow_in(m: nn.Conv2d, k: int, fan_out: Tensor | None, factor: int) -> 
         raise UnsupportedLayerError("a Conv2d cannot consume flattened features")
     w = _weight(m)
     block = fan_out if fan_out is not None else _zeros((w.shape[0], k, *w.shape[2:]), w)
-    return [
+    changes = [
         *_weight_changes(m, 1, block=block),
         Change.attr(m, "in_channels", m.in_channels + k),
     ]
+    area = input_mask_of(m)
+    if area is not None:  # a new input channel sees its whole area
+        changes.append(_tensor_change(m, "input_mask", 0, block=area.new_ones(k, *area.shape[1:])))
+    return changes
 
 
 def _conv_keep_in(m: nn.Conv2d, keep: Tensor, factor: int) -> list[Change]:
     if factor != 1:
         raise UnsupportedLayerError("a Conv2d cannot consume flattened features")
-    return [*_weight_changes(m, 1, keep=keep), Change.attr(m, "in_channels", len(keep))]
+    changes = [*_weight_changes(m, 1, keep=keep), Change.attr(m, "in_channels", len(keep))]
+    if input_mask_of(m) is not None:
+        changes.append(_tensor_change(m, "input_mask", 0, keep=keep))
+    return changes
 
 
 def _depthwise_grow(m: nn.Conv2d, k: int) -> list[Change]:
