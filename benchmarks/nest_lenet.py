@@ -1,27 +1,30 @@
-"""NeST on LeNet-300-100: grow-and-prune vs a dense net vs pruning only (Han et al.).
+"""NeST on LeNet-300-100 and LeNet-5: grow-and-prune vs a dense net vs pruning only (Han et al.).
 
-For each data set (Fashion-MNIST, full 60k/10k; and the 5k MNIST subset
-``mnist5k``, 4k/1k) three variants are run side by side:
+Runs (``--runs``): LeNet-300-100 on Fashion-MNIST (full 60k/10k) and on the
+5k MNIST subset ``mnist5k`` (4k/1k); LeNet-5 on ``mnist5k``. Each runs three
+variants side by side:
 
-- ``Dense``: :func:`torchgrow.models.lenet_300_100` trained normally (SGD,
-  momentum 0.9, batch 128, constant learning rate);
+- ``Dense``: the architecture trained normally (SGD, momentum 0.9, batch 128,
+  constant learning rate);
 - ``Pruning only``: iterative magnitude pruning (Han et al. 2015) starting
   from the dense net's trained weights and optimizer state: per round
-  :func:`torchgrow.connections.prune_by_magnitude` (``PRUNE_ONLY_FRACTION`` of
+  :func:`torchgrow.connections.prune_by_magnitude` (``prune_only_fraction`` of
   every layer's active weights), :func:`~torchgrow.connections.remove_dead_units`
-  and ``retrain_epochs`` of retraining; a step is kept while validation
-  accuracy stays within ``tolerance`` of the dense net's, and the first
-  failing step ends the run (the previous network is kept);
-- ``NeST``: :class:`torchgrow.methods.NeST` from the seed 784-120-40-10
-  (``width_mult=0.4``) at 10 % connectivity, growing (Policies 1 and 2)
-  until validation accuracy reaches the dense net's (or the round budget),
-  then pruning with the same tolerance relative to its own post-growth
-  accuracy.
+  and ``retrain_epochs`` of retraining (at ``prune_lr``); a step is kept while
+  validation accuracy stays within ``tolerance`` of the dense net's, and the
+  first failing step ends the run (the previous network is kept);
+- ``NeST``: :class:`torchgrow.methods.NeST` from the architecture at width
+  ratio 0.4 (LeNet-300-100: 784-120-40-10) at 10 % connectivity, growing
+  (Policies 1, 2 and, for LeNet-5, 3) until validation accuracy reaches the
+  dense net's (or the round budget), then pruning while validation accuracy
+  stays within the same tolerance of that target; LeNet-5 then runs
+  partial-area convolution steps under the same rule.
 
-Every decision (growth stop, accepting a pruning step) uses the same held-out
-validation split, ``Dataset.split_validation(0.1, seed=0)`` of the training
-data (NeST's own split with ``seed=0`` is the same one); the test split is only
-reported. One seed. ``--quick`` is a smoke run on small subsets.
+Every decision (growth stop, accepting a step) uses the same held-out
+validation split of the training data, ``Dataset.split_validation(val_fraction,
+seed)`` (NeST's own split with the same seed is the same one); the test split
+is only reported. One seed; ``benchmarks/nest_study.py`` runs several.
+``--quick`` is a smoke run on small subsets.
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ THREADS = 2
 BATCH = 128
 MOMENTUM = 0.9
 VARIANTS = ("Dense", "Pruning only", "NeST")
-DATASETS = ("fashion_mnist", "mnist5k")
 GOAL_COMPRESSION = 10.0  # NeST: >= 10x fewer parameters than dense ...
 GOAL_ERROR_POINTS = 0.3  # ... at no more than +0.3 points of test error
 
@@ -75,6 +77,11 @@ class Config:
     beta: float = 0.01
     prune_fraction: float = 0.15
     max_prune_rounds: int = 25
+    maps_per_round: int = 0  # Policy 3, conv nets only
+    area_rounds: int = 0  # partial-area convolution steps after pruning (conv nets only)
+    area_gamma: float = 0.01
+    model: str = "lenet_300_100"  # or "lenet5"
+    dataset: str | None = None  # the data set (default: the run's name)
     target: str | None = "dense"  # NeST's target accuracy: the dense net's validation accuracy
     seed: int = 0
 
@@ -84,10 +91,27 @@ CONFIGS = {
     "fashion_mnist": Config(dense_epochs=10, grow_epochs=3, retrain_epochs=1),
     # 3,600 training images: ~29 steps per epoch, so more epochs for a similar number of steps
     "mnist5k": Config(dense_epochs=40, grow_epochs=6, retrain_epochs=3, max_grow_rounds=15),
+    # LeNet-5 (431K parameters, 4.6 MFLOPs): on the 5k subset to fit in minutes on 2 cores
+    "mnist5k_lenet5": Config(
+        model="lenet5",
+        dataset="mnist5k",
+        dense_epochs=30,
+        grow_epochs=4,
+        retrain_epochs=2,
+        max_grow_rounds=10,
+        neurons_per_round=20,
+        maps_per_round=2,
+        max_prune_only_rounds=20,
+        max_prune_rounds=20,
+        area_rounds=10,
+        area_gamma=0.05,
+    ),
 }
+RUNS = tuple(CONFIGS)
 QUICK = {
     "fashion_mnist": {"n_train": 2000, "n_test": 500},
     "mnist5k": {"n_train": 1000, "n_test": 300},
+    "mnist5k_lenet5": {"n_train": 500, "n_test": 200},
 }
 QUICK_CONFIG = {
     "dense_epochs": 3,
@@ -96,6 +120,7 @@ QUICK_CONFIG = {
     "max_grow_rounds": 3,
     "max_prune_rounds": 4,
     "max_prune_only_rounds": 4,
+    "area_rounds": 0,
 }
 
 
@@ -146,13 +171,25 @@ def _measure(
 
 
 def _widths(model: nn.Module) -> list[int]:
-    return [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    return [
+        m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        for m in model.modules()
+        if isinstance(m, (nn.Linear, nn.Conv2d))
+    ]
+
+
+def _build(cfg: Config, width_mult: float = 1.0) -> nn.Module:
+    if cfg.model == "lenet_300_100":
+        return models.lenet_300_100(width_mult=width_mult)
+    if cfg.model == "lenet5":
+        return models.lenet5(width_mult=width_mult)
+    raise ValueError(f"unknown model {cfg.model!r}")
 
 
 def run_dense(ds: tg_data.Dataset, cfg: Config) -> tuple[nn.Module, torch.optim.Optimizer, dict]:
     torch.manual_seed(cfg.seed)
     train, val = ds.split_validation(cfg.val_fraction, seed=cfg.seed)
-    model = models.lenet_300_100()
+    model = _build(cfg)
     opt = _sgd(model, cfg.lr)
     t0 = time.perf_counter()
     _train(model, opt, train, cfg.dense_epochs, torch.Generator().manual_seed(cfg.seed))
@@ -206,7 +243,7 @@ def run_pruning_only(
 
 def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
-    model = models.lenet_300_100(width_mult=cfg.width_mult)
+    model = _build(cfg, cfg.width_mult)
     nest = methods.NeST(
         model,
         _sgd(model, cfg.lr),
@@ -219,6 +256,9 @@ def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str
         grow_epochs=cfg.grow_epochs,
         connection_fraction=cfg.connection_fraction,
         neurons_per_round=cfg.neurons_per_round,
+        maps_per_round=cfg.maps_per_round,
+        area_rounds=cfg.area_rounds,
+        area_gamma=cfg.area_gamma,
         alpha=cfg.alpha,
         beta=cfg.beta,
         prune_fraction=cfg.prune_fraction,
@@ -234,12 +274,17 @@ def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str
     final = {**nest.summary(), "seconds": seconds, "widths": _widths(nest.model)}
     grow_rows = [h for h in history if h["phase"] in ("seed", "grow")]
     accepted = [h for h in history if h["phase"] == "prune" and h["accepted"]]
+    area = [h for h in history if h["phase"] == "area" and h["accepted"]]
+    pre_area = (accepted or grow_rows)[-1]
     phases = {
         "seed": history[0]["parameters"],
         "after_growth": grow_rows[-1]["parameters"],
         "after_pruning": final["parameters"],
         "grow_rounds": len(grow_rows) - 1,
         "prune_steps_accepted": len(accepted),
+        "area_steps_accepted": len(area),
+        "flops_before_area": pre_area["flops_per_example"],
+        "flops_after_area": final["flops_per_example"],
         "post_growth_val_accuracy": grow_rows[-1]["val_accuracy"],
     }
     history = [{k: v for k, v in h.items()} for h in history]
@@ -275,6 +320,7 @@ def run_dataset(ds: tg_data.Dataset, cfg: Config) -> dict[str, Any]:
         "nest_history": nest["history"],
         "pruning_only_history": prune["history"],
         "goal": goal(rows),
+        "model": cfg.model,
     }
 
 
@@ -296,6 +342,10 @@ def goal(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- output
+def results_model(res: dict[str, Any]) -> str:
+    return {"lenet5": "LeNet-5"}.get(res.get("model", ""), "LeNet-300-100")
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -305,9 +355,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items(), strict=True):
         nh = res["nest_history"]
-        kept = [i for i, h in enumerate(nh) if h["phase"] != "prune" or h["accepted"]]
+        kept = [i for i, h in enumerate(nh) if h.get("accepted", True)]
         ax.plot(kept, [nh[i]["parameters"] for i in kept], "o-", color="C0", label="NeST")
-        rej = [i for i, h in enumerate(nh) if h["phase"] == "prune" and not h["accepted"]]
+        rej = [i for i, h in enumerate(nh) if not h.get("accepted", True)]
         ax.plot(rej, [nh[i]["parameters"] for i in rej], "x", color="C0", ms=9)
         n_grow = sum(h["phase"] in ("seed", "grow") for h in nh)
         ax.axvline(n_grow - 0.5, color="C0", ls=":", lw=1)
@@ -322,7 +372,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("round (NeST: seed, growth | pruning; baseline: dense, pruning)")
         ax.set_ylabel("active parameters")
-        ax.set_title(f"LeNet-300-100 on {name} (x: rejected step)")
+        model = results_model(res)
+        ax.set_title(f"{model} on {name} (x: rejected step)")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -344,16 +395,17 @@ COLUMNS = [
 
 def markdown(payload: dict[str, Any]) -> str:
     parts = [
-        "LeNet-300-100: dense vs pruning only (Han et al.) vs NeST (grow from 784-120-40-10 at "
-        "10 % connectivity, then prune). One seed (0). All decisions on a 10 % validation split "
-        "of the training data; test error is reported only. Compression = dense / variant. "
-        "Parameters are active (unmasked) weights plus biases; FLOPs = 2 x active MACs "
-        "(+ nothing else for this net).\n"
+        "Dense vs pruning only (Han et al.) vs NeST (grow from the architecture at width ratio "
+        "0.4 and 10 % connectivity, then prune; LeNet-300-100's seed is 784-120-40-10). One "
+        "seed (0). All decisions on a held-out validation split of the training data; test "
+        "error is reported only. Compression = dense / variant. Parameters are active "
+        "(unmasked) weights plus biases; FLOPs = 2 x active MACs, counting only input positions "
+        "inside a partial-area mask.\n"
     ]
     for name, res in payload["results"].items():
         cfg = payload["configs"][name]
         ph = res["nest_phases"]
-        parts.append(f"\n## {name}\n\n")
+        parts.append(f"\n## {name} ({results_model(res)})\n\n")
         parts.append(markdown_table(res["rows"], COLUMNS))
         tgt = res["nest_target_val_accuracy"]
         parts.append(
@@ -363,15 +415,16 @@ def markdown(payload: dict[str, Any]) -> str:
             f"{'none' if tgt is None else f'{100 * tgt:.2f} %'}) -> after pruning "
             f"{ph['after_pruning']:,} ({ph['prune_steps_accepted']} pruning steps accepted).\n"
         )
+        if cfg.get("area_rounds"):
+            parts.append(
+                f"\nPartial-area convolution: {ph['area_steps_accepted']} steps of "
+                f"{cfg['area_gamma']:.0%} accepted; FLOPs per example "
+                f"{ph['flops_before_area']:,} -> {ph['flops_after_area']:,} "
+                f"({ph['flops_before_area'] / ph['flops_after_area']:.2f}x).\n"
+            )
         parts.append(
-            f"\nSettings: lr {cfg['lr']}, momentum {MOMENTUM}, batch {BATCH}; dense "
-            f"{cfg['dense_epochs']} epochs; pruning only {cfg['prune_only_fraction']} per round, "
-            f"{cfg['retrain_epochs']} retrain epoch(s); NeST grow_epochs {cfg['grow_epochs']}, "
-            f"max_grow_rounds {cfg['max_grow_rounds']}, connection_fraction "
-            f"{cfg['connection_fraction']}, neurons_per_round {cfg['neurons_per_round']}, "
-            f"alpha {cfg['alpha']}, beta {cfg['beta']}, prune_fraction {cfg['prune_fraction']}, "
-            f"retrain_epochs {cfg['retrain_epochs']}; tolerance {cfg['tolerance']} "
-            f"(validation accuracy).\n"
+            f"\nSettings (SGD, momentum {MOMENTUM}, batch {BATCH}; tolerance on validation "
+            "accuracy): " + ", ".join(f"{k} {v}" for k, v in cfg.items()) + ".\n"
         )
         g = res["goal"]
         parts.append(
@@ -387,15 +440,15 @@ def markdown(payload: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run on small subsets")
-    ap.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=DATASETS)
+    ap.add_argument("--runs", nargs="*", default=list(RUNS), choices=RUNS)
     args = ap.parse_args(argv)
     torch.set_num_threads(THREADS)
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     configs: dict[str, dict[str, Any]] = {}
-    for name in args.datasets:
-        ds = load_data(name)
+    for name in args.runs:
         cfg = CONFIGS[name]
+        ds = load_data(cfg.dataset or name)
         if args.quick:
             ds = ds.subset(**QUICK[name], seed=0)
             cfg = replace(cfg, **QUICK_CONFIG)

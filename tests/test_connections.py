@@ -3,6 +3,7 @@ dead-unit removal (Policy 4)."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 
@@ -20,7 +21,7 @@ from torchgrow.connections import (
     remove_dead_units,
 )
 from torchgrow.errors import GrowthInputError
-from torchgrow.ops import apply_mask, check_consistent, mask_of
+from torchgrow.ops import apply_mask, check_consistent, is_masked, mask_of
 
 
 def lenet_like(seed=0, bn=False):
@@ -205,3 +206,16 @@ def test_dense_gradient_of_masked_layers_includes_dormant_entries():
         dormant = mask_of(getattr(model, name)) == 0
         assert torch.count_nonzero(g[dormant]) > 0  # the virtual weights do get gradient
         assert torch.allclose(got[name], g, atol=1e-6), name
+
+
+def test_remove_mask_on_a_deep_copy_leaves_the_original_masked():
+    from torchgrow.ops import remove_mask
+
+    layer = nn.Linear(6, 4)
+    apply_mask(layer, density=0.5, generator=torch.Generator().manual_seed(0))
+    twin = copy.deepcopy(layer)
+    remove_mask(twin)
+    assert not is_masked(twin) and is_masked(layer)
+    x = torch.randn(3, 6)
+    assert torch.equal(layer(x), twin(x))  # the copy bakes in the same effective weight
+    assert int((layer.weight == 0).sum()) >= 12

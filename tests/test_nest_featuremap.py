@@ -10,16 +10,22 @@ from torch import nn
 from torchgrow import Grower, models
 from torchgrow.errors import GrowthInputError
 from torchgrow.how import NeSTFeatureMap
-from torchgrow.ops import check_consistent
+from torchgrow.ops import apply_mask, check_consistent, mask_of
 from torchgrow.size import Units
 from torchgrow.when import Manual
 from torchgrow.where import Layers
 
 
-def grow(r, seed=0):
+def grow(r, seed=0, masked=False):
     torch.manual_seed(0)
     model = models.lenet5(width_mult=0.3)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if masked:  # NeST's dense-over-sparse seed: every layer at 30 % connectivity
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                apply_mask(
+                    m, density=0.3, generator=torch.Generator().manual_seed(2), optimizer=opt
+                )
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(32, 1, 28, 28, generator=g), torch.randint(0, 10, (32,), generator=g)
     grower = Grower(
@@ -40,6 +46,16 @@ def test_best_candidate_is_kept_and_is_at_least_as_good_as_the_average():
     assert ev.info["best_loss"] <= ev.info["mean_candidate_loss"]
     # the model now computes exactly the chosen candidate's loss
     assert abs(loss - ev.info["best_loss"]) < 1e-5
+    check_consistent(model, opt)
+
+
+def test_masked_layers_grow_and_compute_the_chosen_candidates_loss():
+    model, opt, ev, loss = grow(r=4, masked=True)
+    assert model.conv1.out_channels == 8 and model.conv2.in_channels == 8
+    assert abs(loss - ev.info["best_loss"]) < 1e-5
+    # old dormant connections stay dormant; the new map's connections are all active
+    assert bool((mask_of(model.conv1)[6:] == 1).all())
+    assert float(mask_of(model.conv1)[:6].mean()) < 0.5
     check_consistent(model, opt)
 
 

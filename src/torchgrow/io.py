@@ -36,6 +36,7 @@ from torch.nn.utils import parametrize
 
 from .errors import TorchgrowError
 from .grower import Grower
+from .ops.masks import own_parametrized_class
 
 __all__ = ["Checkpoint", "CheckpointError", "save", "load"]
 
@@ -104,12 +105,7 @@ def _strip_parametrizations(model: nn.Module) -> tuple[nn.Module, list[tuple[str
     for name, module in list(clone.named_modules()):
         if not parametrize.is_parametrized(module):
             continue
-        # deepcopy shares the injected ``Parametrized<Layer>`` class with the original, and
-        # removing a parametrization deletes its property from that class: give the copy a
-        # class of its own first, or the original model would lose its ``weight``.
-        cls = type(module)
-        body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
-        module.__class__ = type(cls.__name__, cls.__bases__, body)
+        own_parametrized_class(module)  # or the original model would lose its ``weight``
         for tensor_name in list(module.parametrizations.keys()):
             plist = list(module.parametrizations[tensor_name])
             parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=False)

@@ -20,7 +20,7 @@ from torch.func import functional_call
 from .errors import GrowthInputError
 from .graph import GrowableUnit, find_unit
 from .how.base import fan_out_block, fan_out_vectors
-from .ops.masks import is_masked
+from .ops.masks import is_masked, remove_mask
 from .ops.units import widen
 from .stats import split_batch
 
@@ -54,17 +54,16 @@ class TrialGrowth:
     """
 
     def __init__(self, model: nn.Module, unit: GrowableUnit, k: int) -> None:
-        modules = dict(model.named_modules())
-        for name in (*unit.producers, *(c.name for c in unit.consumers)):
-            if is_masked(modules[name]):
-                raise GrowthInputError(
-                    f"{name!r} carries a connection mask; trial growth of masked layers is not "
-                    "supported"
-                )
         self.unit = unit
         self.k = k
         self.width = unit.width
         self.copy = copy.deepcopy(model)
+        # Masked layers (dense-over-sparse) become plain layers holding their effective weight
+        # (dormant entries are exactly 0): the copy computes the same function, and the new
+        # units are fully connected, as ``widen``'s default ``new_connections="all"`` makes them.
+        for m in self.copy.modules():
+            if is_masked(m):
+                remove_mask(m)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             widen(self.copy, unit.name, k)

@@ -217,7 +217,24 @@ def prune_connections(
     return n_pruned
 
 
+def own_parametrized_class(module: nn.Module) -> None:
+    """Give a parametrized module a class of its own before a parametrization is removed.
+
+    ``copy.deepcopy`` shares the injected ``Parametrized<Layer>`` class between
+    the copy and the original, and removing a parametrization deletes its
+    property from that class: without this, the other model would lose its
+    ``weight``.
+    """
+    cls = type(module)
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+
+
 def remove_mask(module: nn.Module) -> None:
-    """Bake the mask into the weight and remove the parametrization (keeps the same Parameter)."""
+    """Bake the mask into the weight and remove the parametrization (keeps the same Parameter).
+
+    Safe on a deep copy: the original keeps its mask.
+    """
     if is_masked(module):
+        own_parametrized_class(module)
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
