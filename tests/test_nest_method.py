@@ -110,3 +110,49 @@ def test_a_rejected_step_is_retried_with_half_the_fraction(digits):
     assert fractions[:2] == [0.95, 0.475]  # halved after the first rejection
     rejected = [r for r in rows if not r["accepted"]]
     assert len(rejected) <= 3 and (len(rows) == 5 or not rows[-1]["accepted"])
+
+
+def test_grow_patience_ends_growth_that_stopped_helping(digits):
+    # zero-valued new connections and no training: the function, and so validation accuracy,
+    # never changes; patience 1 stops after the first round that did not improve
+    def run(patience):
+        model, opt = build()
+        nest = methods.NeST(
+            model,
+            opt,
+            digits,
+            grow_epochs=0,
+            max_grow_rounds=4,
+            connection_init="zero",
+            grow_patience=patience,
+            max_prune_rounds=0,
+        )
+        return [r["phase"] for r in nest.run()]
+
+    assert run(1) == ["seed", "grow"]
+    assert run(None) == ["seed"] + ["grow"] * 4
+    model, opt = build()
+    with pytest.raises(GrowthInputError, match="grow_patience"):
+        methods.NeST(model, opt, digits, grow_patience=0)
+
+
+def test_unreached_target_measures_the_tolerance_from_the_accuracy_after_growth(digits):
+    # an empty pruning step (no connection pruned) keeps the accuracy after growth exactly;
+    # measured from the unreached target 1.0 it would be rejected
+    model, opt = build()
+    nest = methods.NeST(
+        model,
+        opt,
+        digits,
+        target_accuracy=1.0,
+        grow_epochs=0,
+        max_grow_rounds=1,
+        prune_fraction=1e-9,
+        retrain_epochs=0,
+        max_prune_rounds=1,
+        tolerance=0.0,
+    )
+    rows = nest.run()
+    assert rows[-2]["val_accuracy"] < 1.0  # the target was not reached
+    assert rows[-1]["phase"] == "prune" and rows[-1]["accepted"]
+    assert rows[-1]["val_accuracy"] == rows[-2]["val_accuracy"]

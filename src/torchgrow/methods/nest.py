@@ -92,6 +92,10 @@ class NeST:
         error for LeNet-300-100 on MNIST).
     max_grow_rounds : int
         Growth budget in rounds.
+    grow_patience : int, optional
+        Growth also stops when validation accuracy has not improved on its best
+        for this many rounds (``None``: only the target and the budget stop
+        it). [I]
     grow_epochs : int
         Training epochs after each growth round. [I]
     connection_fraction : float
@@ -124,10 +128,11 @@ class NeST:
         rejection after that. [I] (The paper prunes in small steps.)
     tolerance : float
         Largest drop of validation accuracy (absolute, e.g. 0.003 = 0.3 points)
-        accepted during pruning, relative to ``target_accuracy`` when given
-        (the same reference a pruning-only baseline is judged on), else to the
-        accuracy after growth. Measuring from the round that first crossed the
-        target would favour a lucky draw: the stopping rule selects it upward.
+        accepted during pruning, relative to ``target_accuracy`` when growth
+        reached it (the same reference a pruning-only baseline is judged on),
+        else to the accuracy after growth. Measuring from the round that first
+        crossed the target would favour a lucky draw: the stopping rule selects
+        it upward.
     area_rounds : int
         Partial-area convolution (Algorithm 2) after the pruning phase: at most
         this many steps, each masking ``area_gamma`` of every conv's active
@@ -154,6 +159,7 @@ class NeST:
         target_accuracy: float | None = None,
         max_grow_rounds: int = 5,
         grow_epochs: int = 2,
+        grow_patience: int | None = None,
         connection_fraction: float = 0.15,
         connection_init: str = "gradient",
         connection_lr: float = 0.01,
@@ -184,6 +190,8 @@ class NeST:
             ("area_rounds", area_rounds, 0),
         ):
             require_int(value, f"NeST({name})", lo)
+        if grow_patience is not None:
+            require_int(grow_patience, "NeST(grow_patience)", 1)
         if not 0 < val_fraction < 1:
             raise GrowthInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
         if prune_lr is not None and not prune_lr > 0:
@@ -204,6 +212,7 @@ class NeST:
             target_accuracy=target_accuracy,
             max_grow_rounds=max_grow_rounds,
             grow_epochs=grow_epochs,
+            grow_patience=grow_patience,
             connection_fraction=connection_fraction,
             connection_init=connection_init,
             connection_lr=connection_lr,
@@ -329,9 +338,12 @@ class NeST:
                     )
         self._train(self.model, self.optimizer, s["grow_epochs"])
         row = self._record("seed", 0, self.model)
+        best, since_best = row["val_accuracy"], 0
         for r in range(1, s["max_grow_rounds"] + 1):
             if s["target_accuracy"] is not None and row["val_accuracy"] >= s["target_accuracy"]:
                 break
+            if s["grow_patience"] is not None and since_best >= s["grow_patience"]:
+                break  # growth stopped helping: prune from here instead of densifying further
             batch = self._growth_batch()
             added = grow_by_gradient(
                 self.model,
@@ -352,11 +364,16 @@ class NeST:
                 neurons_added=neurons,
                 maps_added=maps,
             )
-        # The tolerance is measured from the target when there is one: the accuracy of the round
-        # that first crossed it is selected upward by the stopping rule itself.
-        reference = (
-            s["target_accuracy"] if s["target_accuracy"] is not None else row["val_accuracy"]
-        )
+            if row["val_accuracy"] > best:
+                best, since_best = row["val_accuracy"], 0
+            else:
+                since_best += 1
+        # The tolerance is measured from the target when growth reached it: the accuracy of the
+        # round that first crossed it is selected upward by the stopping rule itself. Otherwise
+        # (no target, or the budget or patience ran out first) from the accuracy after growth.
+        target = s["target_accuracy"]
+        reached = target is not None and row["val_accuracy"] >= target
+        reference = target if reached else row["val_accuracy"]
         if s["prune_lr"] is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = s["prune_lr"]
