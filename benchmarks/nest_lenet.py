@@ -1,18 +1,20 @@
 """NeST on LeNet-300-100 and LeNet-5: grow-and-prune vs a dense net vs pruning only (Han et al.).
 
 Runs (``--runs``): LeNet-300-100 on Fashion-MNIST (full 60k/10k) and on the
-5k MNIST subset ``mnist5k`` (4k/1k); LeNet-5 on ``mnist5k``. Each runs three
+5k MNIST subset ``mnist5k`` (4k/1k); LeNet-5 on Fashion-MNIST. Each runs three
 variants side by side:
 
 - ``Dense``: the architecture trained normally (SGD, momentum 0.9, batch 128,
   constant learning rate);
 - ``Pruning only``: iterative magnitude pruning (Han et al. 2015) starting
-  from the dense net's trained weights and optimizer state: per round
-  :func:`torchgrow.connections.prune_by_magnitude` (``prune_only_fraction`` of
-  every layer's active weights), :func:`~torchgrow.connections.remove_dead_units`
-  and ``retrain_epochs`` of retraining (at ``prune_lr``); a step is kept while
-  validation accuracy stays within ``tolerance`` of the dense net's, and the
-  first failing step ends the run (the previous network is kept);
+  from the dense net's trained weights and optimizer state, run by NeST's own
+  pruning phase with growth switched off: per step
+  :func:`torchgrow.connections.prune_by_magnitude` (``prune_fraction`` of every
+  layer's active weights), :func:`~torchgrow.connections.remove_dead_units`
+  and ``retrain_epochs`` of retraining (at ``prune_lr``), kept while
+  validation accuracy stays within ``tolerance`` of the dense net's, with the
+  same retries at half the fraction. The two variants differ only in where
+  pruning starts;
 - ``NeST``: :class:`torchgrow.methods.NeST` from the architecture at width
   ratio 0.4 (LeNet-300-100: 784-120-40-10) at 10 % connectivity, growing
   (Policies 1, 2 and, for LeNet-5, 3) until validation accuracy reaches the
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,7 +46,6 @@ from torch import nn
 from benchmarks.common import markdown_table, results_dir, write_results
 from torchgrow import data as tg_data
 from torchgrow import methods, models
-from torchgrow.connections import prune_by_magnitude, remove_dead_units
 from torchgrow.why import accuracy, count_parameters, flops_per_example
 
 THREADS = 2
@@ -64,12 +66,11 @@ class Config:
     prune_lr: float | None = None  # pruning only and NeST: retraining rate (None: lr)
     val_fraction: float = 0.1  # held-out share of the training set for every decision
     tolerance: float = 0.003  # absolute validation-accuracy drop accepted while pruning
-    prune_only_fraction: float = 0.2
-    max_prune_only_rounds: int = 25
     # NeST
     width_mult: float = 0.4
     seed_connectivity: float = 0.1
     grow_epochs: int = 3
+    grow_patience: int | None = 3  # growth also ends after 3 rounds without a better val accuracy
     max_grow_rounds: int = 12
     connection_fraction: float = 0.15
     neurons_per_round: int = 10
@@ -91,27 +92,28 @@ CONFIGS = {
     "fashion_mnist": Config(dense_epochs=10, grow_epochs=3, retrain_epochs=1),
     # 3,600 training images: ~29 steps per epoch, so more epochs for a similar number of steps
     "mnist5k": Config(dense_epochs=40, grow_epochs=6, retrain_epochs=3, max_grow_rounds=15),
-    # LeNet-5 (431K parameters, 4.6 MFLOPs): on the 5k subset to fit in minutes on 2 cores
-    "mnist5k_lenet5": Config(
+    # LeNet-5 (431K parameters, 4.6 MFLOPs) on Fashion-MNIST: ~10 s per dense epoch on 2 cores
+    "fashion_mnist_lenet5": Config(
         model="lenet5",
-        dataset="mnist5k",
-        dense_epochs=30,
-        grow_epochs=4,
-        retrain_epochs=2,
+        dataset="fashion_mnist",
+        dense_epochs=10,
+        grow_epochs=2,
+        grow_patience=2,
+        retrain_epochs=1,
         max_grow_rounds=10,
         neurons_per_round=20,
         maps_per_round=2,
-        max_prune_only_rounds=20,
         max_prune_rounds=20,
         area_rounds=10,
         area_gamma=0.05,
+        prune_lr=0.005,  # the retraining rate benchmarks/nest_study.py chose for LeNet-300-100
     ),
 }
 RUNS = tuple(CONFIGS)
 QUICK = {
     "fashion_mnist": {"n_train": 2000, "n_test": 500},
     "mnist5k": {"n_train": 1000, "n_test": 300},
-    "mnist5k_lenet5": {"n_train": 500, "n_test": 200},
+    "fashion_mnist_lenet5": {"n_train": 1000, "n_test": 300},
 }
 QUICK_CONFIG = {
     "dense_epochs": 3,
@@ -119,7 +121,6 @@ QUICK_CONFIG = {
     "retrain_epochs": 1,
     "max_grow_rounds": 3,
     "max_prune_rounds": 4,
-    "max_prune_only_rounds": 4,
     "area_rounds": 0,
 }
 
@@ -206,38 +207,36 @@ def run_pruning_only(
     ds: tg_data.Dataset,
     cfg: Config,
 ) -> dict[str, Any]:
-    """Han et al.: prune / remove dead units / retrain from the dense weights, within tolerance."""
-    train, val = ds.split_validation(cfg.val_fraction, seed=cfg.seed)
-    example = ds.x_train[:2]
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    """Han et al.: NeST's own pruning phase (same rule, steps, retries), from the dense net.
+
+    :class:`~torchgrow.methods.NeST` with growth switched off (no seed masks, no
+    growth rounds, no partial-area steps) and the dense net's validation
+    accuracy as the target, so the two variants differ only in where pruning
+    starts: the trained dense net, or NeST's grown net.
+    """
     model, opt = copy.deepcopy((dense, dense_opt))
-    if cfg.prune_lr is not None:
-        for group in opt.param_groups:
-            group["lr"] = cfg.prune_lr
+    nest = methods.NeST(
+        model,
+        opt,
+        ds,
+        batch_size=BATCH,
+        val_fraction=cfg.val_fraction,
+        seed_connectivity=None,
+        target_accuracy=dense_val,
+        max_grow_rounds=0,
+        grow_epochs=0,
+        prune_fraction=cfg.prune_fraction,
+        retrain_epochs=cfg.retrain_epochs,
+        prune_lr=cfg.prune_lr,
+        max_prune_rounds=cfg.max_prune_rounds,
+        tolerance=cfg.tolerance,
+        seed=cfg.seed + 1,  # its own shuffling; the validation split is the dense net's
+    )
+    nest.train_set, nest.val_set = ds.split_validation(cfg.val_fraction, seed=cfg.seed)
     t0 = time.perf_counter()
-    history = [{"phase": "dense", "round": 0, **_measure(model, train, val, example)}]
-    for r in range(1, cfg.max_prune_only_rounds + 1):
-        cand, cand_opt = copy.deepcopy((model, opt))
-        pruned = prune_by_magnitude(cand, cfg.prune_only_fraction, optimizer=cand_opt)
-        removed = remove_dead_units(cand, optimizer=cand_opt)
-        _train(cand, cand_opt, train, cfg.retrain_epochs, gen)
-        row = _measure(cand, train, val, example)
-        accepted = row["val_accuracy"] >= dense_val - cfg.tolerance
-        history.append(
-            {
-                "phase": "prune",
-                "round": r,
-                **row,
-                "accepted": accepted,
-                "connections_pruned": sum(pruned.values()),
-                "units_removed": sum(removed.values()),
-            }
-        )
-        if not accepted:
-            break
-        model, opt = cand, cand_opt
+    history = [{**h, "phase": "dense" if h["phase"] == "seed" else h["phase"]} for h in nest.run()]
     seconds = time.perf_counter() - t0
-    final = {**_measure(model, train, val, example), "seconds": seconds, "widths": _widths(model)}
+    final = {**nest.summary(), "seconds": seconds, "widths": _widths(nest.model)}
     return {"final": final, "history": history}
 
 
@@ -254,6 +253,7 @@ def run_nest(ds: tg_data.Dataset, cfg: Config, target: float | None) -> dict[str
         target_accuracy=target,
         max_grow_rounds=cfg.max_grow_rounds,
         grow_epochs=cfg.grow_epochs,
+        grow_patience=cfg.grow_patience,
         connection_fraction=cfg.connection_fraction,
         neurons_per_round=cfg.neurons_per_round,
         maps_per_round=cfg.maps_per_round,
@@ -362,9 +362,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         n_grow = sum(h["phase"] in ("seed", "grow") for h in nh)
         ax.axvline(n_grow - 0.5, color="C0", ls=":", lw=1)
         ph = res["pruning_only_history"]
-        kept = [i for i, h in enumerate(ph) if h["phase"] != "prune" or h["accepted"]]
+        kept = [i for i, h in enumerate(ph) if h.get("accepted", True)]
         ax.plot(kept, [ph[i]["parameters"] for i in kept], "s-", color="C1", label="Pruning only")
-        rej = [i for i, h in enumerate(ph) if h["phase"] == "prune" and not h["accepted"]]
+        rej = [i for i, h in enumerate(ph) if not h.get("accepted", True)]
         ax.plot(rej, [ph[i]["parameters"] for i in rej], "x", color="C1", ms=9)
         dense = res["rows"][0]["parameters"]
         ax.axhline(dense, color="gray", ls="--", lw=1, label=f"Dense ({dense:,})")
@@ -406,6 +406,8 @@ def markdown(payload: dict[str, Any]) -> str:
         cfg = payload["configs"][name]
         ph = res["nest_phases"]
         parts.append(f"\n## {name} ({results_model(res)})\n\n")
+        if "date" in res:
+            parts.append(f"Run on {res['date']} with {res['threads']} torch thread(s).\n\n")
         parts.append(markdown_table(res["rows"], COLUMNS))
         tgt = res["nest_target_val_accuracy"]
         parts.append(
@@ -433,7 +435,10 @@ def markdown(payload: dict[str, Any]) -> str:
             + ", ".join(f"{k}: {'yes' if v else 'no'}" for k, v in g.items())
             + ".\n"
         )
-    parts.append(f"\nTotal wall time: {payload['wall_s']:.0f} s.\n")
+    parts.append(
+        "\nEach run records its date and torch threads in the JSON; a partial re-run "
+        "(`--runs`) keeps the other runs' results.\n"
+    )
     return "".join(parts)
 
 
@@ -441,11 +446,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run on small subsets")
     ap.add_argument("--runs", nargs="*", default=list(RUNS), choices=RUNS)
+    ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (timings assume 2)")
     args = ap.parse_args(argv)
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     configs: dict[str, dict[str, Any]] = {}
+    previous = results_dir(args.quick) / "nest_lenet.json"
+    if previous.exists() and set(args.runs) != set(RUNS):
+        # a partial re-run keeps the other runs' results (each with its own settings and date)
+        old = json.loads(previous.read_text())
+        for name, res in old.get("results", {}).items():
+            if name in RUNS and name not in args.runs:
+                results[name], configs[name] = res, old["configs"][name]
     for name in args.runs:
         cfg = CONFIGS[name]
         ds = load_data(cfg.dataset or name)
@@ -455,14 +468,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         configs[name] = asdict(cfg)
         t = time.perf_counter()
         results[name] = run_dataset(ds, cfg)
+        results[name]["date"] = time.strftime("%Y-%m-%d")
+        results[name]["threads"] = args.threads
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
         print(markdown_table(results[name]["rows"], COLUMNS), flush=True)
     payload: dict[str, Any] = {
         "quick": args.quick,
         "seeds": [0],
-        "threads": THREADS,
         "configs": configs,
-        "results": results,
+        "results": {name: results[name] for name in RUNS if name in results},
         "wall_s": time.perf_counter() - t0,
     }
     write_results("nest_lenet", payload, markdown(payload))

@@ -37,7 +37,6 @@ def result():
             retrain_epochs=1,
             max_grow_rounds=2,
             max_prune_rounds=3,
-            max_prune_only_rounds=3,
             target=None,  # growth runs its whole budget of 2 rounds
             tolerance=1.0,  # every pruning step is accepted
         )
