@@ -224,7 +224,7 @@ def test_resume_with_a_scheduler(digits, tmp_path) -> None:
     full = run(3)
     run(1, log_dir=tmp_path)
     resumed = run(3, resume=tmp_path / "checkpoint.pt")
-    assert resumed.column("lr") == full.column("lr") == pytest.approx([0.025, 0.0125, 0.00625])
+    assert resumed.column("lr") == full.column("lr") == pytest.approx([0.05, 0.025, 0.0125])
     assert resumed.column("train_loss") == full.column("train_loss")
     for (n, a), (_, b) in zip(
         resumed.model.named_parameters(), full.model.named_parameters(), strict=True

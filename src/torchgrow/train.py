@@ -66,7 +66,7 @@ over the epoch's examples), ``val_loss`` and ``val_accuracy`` (on the test
 loader; ``None`` when not evaluated, accuracy ``None`` for regression),
 ``parameters`` (:func:`~torchgrow.why.count_parameters`), ``flops_per_example``
 (forward), ``training_flops`` (cumulative, :class:`~torchgrow.why.TrainingCompute`),
-``lr`` (of the first param group), ``seconds`` (cumulative wall time, across
+``lr`` (of the first param group, at the start of the epoch), ``seconds`` (cumulative wall time, across
 resumes), ``growth_events`` (units grown this epoch, one
 :class:`~torchgrow.GrowthEvent` each) and ``units_added`` (their total).
 """
@@ -644,6 +644,7 @@ def fit(
         with _Progress(progress, epochs, start_epoch) as bar:
             for epoch in range(start_epoch + 1, epochs + 1):
                 bar.new_epoch(epoch, n_batches)
+                lr = float(optimizer.param_groups[0]["lr"])  # the rate this epoch starts with
                 train_loss, epoch_events, step = _train_epoch(
                     model,
                     optimizer,
@@ -686,7 +687,7 @@ def fit(
                     "parameters": count_parameters(model),
                     "flops_per_example": compute.flops_per_example,
                     "training_flops": compute.total,
-                    "lr": float(optimizer.param_groups[0]["lr"]),
+                    "lr": lr,
                     "seconds": seconds_before + time.perf_counter() - started,
                     "growth_events": len(epoch_events),
                     "units_added": sum(e.units_added for e in epoch_events),
