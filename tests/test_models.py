@@ -279,7 +279,15 @@ def test_relu1_replaces_every_relu(name: str, kwargs: dict, shape: tuple) -> Non
 
 
 def test_build_registry_and_unknown_name() -> None:
-    assert set(M.MODELS) == {"mlp", "lenet_300_100", "lenet5", "cifar_resnet", "vgg_small"}
+    assert set(M.MODELS) == {
+        "mlp",
+        "lenet_300_100",
+        "lenet5",
+        "cifar_resnet",
+        "vgg_small",
+        "residual_mlp",
+        "plain_convnet",
+    }
     assert M.count_parameters(M.build("lenet5")) == 431_080
     with pytest.raises(ValueError) as info:
         M.build("resnet50")

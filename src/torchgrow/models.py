@@ -16,6 +16,8 @@ name                model
 ``lenet5``          Caffe LeNet-5, as NeST uses it (431,080 parameters)
 ``cifar_resnet``    CIFAR-style ResNet (AutoGrow), basic or bottleneck
 ``vgg_small``       small VGG-style conv net
+``residual_mlp``    residual MLP in stages (AutoGrow)
+``plain_convnet``   plain VGG-style conv net in stages (AutoGrow)
 ==================  ====================================================
 """
 
@@ -36,6 +38,10 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CifarResNet",
+    "PlainConvBlock",
+    "PlainConvNet",
+    "ResidualLinearBlock",
+    "ResidualMLP",
     "activation_module",
     "build",
     "count_parameters",
@@ -43,6 +49,8 @@ __all__ = [
     "lenet5",
     "lenet_300_100",
     "mlp",
+    "plain_convnet",
+    "residual_mlp",
     "scale_width",
     "vgg_small",
 ]
@@ -383,6 +391,9 @@ class BasicBlock(nn.Module):
         Activation (see :func:`activation_module`).
     """
 
+    residual = True
+    """Ends in a residual addition: ``last_bn`` ends the residual branch."""
+
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, activation: str = "relu") -> None:
         super().__init__()
         self.in_channels, self.out_channels, self.stride = in_ch, out_ch, stride
@@ -435,6 +446,9 @@ class Bottleneck(nn.Module):
     activation : str, default "relu"
         Activation (see :func:`activation_module`).
     """
+
+    residual = True
+    """Ends in a residual addition: ``last_bn`` ends the residual branch."""
 
     expansion = 4
 
@@ -711,6 +725,597 @@ def cifar_resnet(
     )
 
 
+# --------------------------------------------------------------------------- residual MLPs
+
+
+class ResidualLinearBlock(nn.Module):
+    """A fully connected residual block, the MLP counterpart of :class:`BasicBlock`.
+
+    ``act2(bn2(fc2(act1(bn1(fc1(x))))) + shortcut(x))``; the linear layers have
+    no bias (a batch norm follows each).
+
+    Parameters
+    ----------
+    in_features : int
+        Input width.
+    out_features : int
+        Output width (also the inner width).
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+
+    Attributes
+    ----------
+    shortcut : nn.Module
+        :class:`torch.nn.Identity` when ``in_features == out_features``, else
+        an :class:`torch.nn.Sequential` of ``fc`` (linear, no bias) and ``bn``.
+    """
+
+    residual = True
+    """Ends in a residual addition: ``last_bn`` ends the residual branch."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "relu") -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.fc1 = nn.Linear(in_features, out_features, bias=False)
+        self.bn1 = nn.BatchNorm1d(out_features)
+        self.act1 = activation_module(activation)
+        self.fc2 = nn.Linear(out_features, out_features, bias=False)
+        self.bn2 = nn.BatchNorm1d(out_features)
+        if in_features == out_features:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = nn.Sequential(
+                OrderedDict(
+                    [
+                        ("fc", nn.Linear(in_features, out_features, bias=False)),
+                        ("bn", nn.BatchNorm1d(out_features)),
+                    ]
+                )
+            )
+        self.act2 = activation_module(activation)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm1d:
+        """The batch norm that ends the residual branch."""
+        return self.bn2
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(N, in_features)``.
+
+        Returns
+        -------
+        Tensor
+            ``(N, out_features)``.
+        """
+        out = self.act1(self.bn1(self.fc1(x)))
+        out = self.bn2(self.fc2(out))
+        out = out + self.shortcut(x)
+        return self.act2(out)
+
+
+class ResidualMLP(nn.Module):
+    """A residual MLP: a linear stem, stages of :class:`ResidualLinearBlock`, one linear layer.
+
+    Inputs of any shape ``(N, ...)`` are flattened first. The first block of
+    each stage maps the previous width to the stage's width (with a projection
+    shortcut where they differ); the others keep it. AutoGrow grows depth by
+    appending blocks to the end of a stage, see :meth:`new_block`.
+
+    Parameters
+    ----------
+    blocks : sequence of int, default (1, 1, 1)
+        Blocks per stage (each at least 1).
+    widths : sequence of int, default (64, 64, 64)
+        Width per stage (before ``width_mult``); the stem has the first
+        stage's width.
+    in_features : int
+        Input width (after flattening).
+    num_classes : int, default 10
+        Output width.
+    width_mult : float, default 1.0
+        Multiplier of every hidden width.
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+
+    Attributes
+    ----------
+    flatten : nn.Flatten
+        Flattens the input from dimension 1.
+    stem : nn.Sequential
+        ``fc`` (linear, no bias), ``bn``, ``act``.
+    stage1, stage2, ... : nn.Sequential
+        The stages; their names are in ``stage_names``.
+    fc : nn.Linear
+        The classifier.
+    activation : str
+        The activation's name.
+    stage_names : list of str
+        ``["stage1", "stage2", ...]``.
+
+    Raises
+    ------
+    ValueError
+        If ``blocks`` and ``widths`` differ in length or are empty, a stage
+        has no block, or ``activation`` is unknown.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int] = (1, 1, 1),
+        widths: Sequence[int] = (64, 64, 64),
+        *,
+        in_features: int,
+        num_classes: int = 10,
+        width_mult: float = 1.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        blocks, widths = [int(b) for b in blocks], [int(w) for w in widths]
+        if not blocks or len(blocks) != len(widths):
+            raise ValueError(
+                f"blocks and widths need the same, non-zero length; got {blocks}, {widths}"
+            )
+        if any(b < 1 for b in blocks):
+            raise ValueError(f"every stage needs at least one block, got {blocks}")
+        _check_activation(activation)
+        self.activation = activation
+        sizes = [scale_width(w, width_mult) for w in widths]
+        self.flatten = nn.Flatten()
+        self.stem = nn.Sequential(
+            OrderedDict(
+                [
+                    ("fc", nn.Linear(in_features, sizes[0], bias=False)),
+                    ("bn", nn.BatchNorm1d(sizes[0])),
+                    ("act", activation_module(activation)),
+                ]
+            )
+        )
+        self.stage_names: list[str] = []
+        prev = sizes[0]
+        for i, (n_blocks, width) in enumerate(zip(blocks, sizes, strict=True), start=1):
+            stage = nn.Sequential(
+                *[
+                    ResidualLinearBlock(prev if j == 0 else width, width, activation)
+                    for j in range(n_blocks)
+                ]
+            )
+            name = f"stage{i}"
+            self.add_module(name, stage)
+            self.stage_names.append(name)
+            prev = width
+        self.fc = nn.Linear(prev, num_classes)
+
+    @property
+    def arch(self) -> tuple[int, ...]:
+        """Blocks per stage, read from the stages as they are now."""
+        return tuple(len(getattr(self, name)) for name in self.stage_names)
+
+    def stage_width(self, stage_name: str) -> int:
+        """Output width of a stage.
+
+        Parameters
+        ----------
+        stage_name : str
+            One of :attr:`stage_names`.
+
+        Returns
+        -------
+        int
+            The ``out_features`` of the stage's last block.
+
+        Raises
+        ------
+        ValueError
+            If ``stage_name`` is not a stage.
+        """
+        self._check_stage(stage_name)
+        return int(getattr(self, stage_name)[-1].out_features)
+
+    def new_block(self, stage_name: str, *, zero_init: bool = False) -> ResidualLinearBlock:
+        """A fresh block to append to the end of a stage.
+
+        The block has the stage's width in and out (so an identity shortcut),
+        the model's activation, and the device and dtype of the stage's
+        parameters. It is not added to the model.
+
+        Parameters
+        ----------
+        stage_name : str
+            One of :attr:`stage_names`.
+        zero_init : bool, default False
+            Zero the scale *and* the shift of the block's last batch norm, so
+            its residual branch outputs exactly 0 (in training mode too, where
+            batch statistics are used) and the block computes ``act(x)``; with
+            ``"relu"`` or ``"relu1"`` that is ``x`` on the stage's
+            (non-negative) output, so appending it leaves the network's
+            function unchanged.
+
+        Returns
+        -------
+        ResidualLinearBlock
+            The block.
+
+        Raises
+        ------
+        ValueError
+            If ``stage_name`` is not a stage.
+        """
+        width = self.stage_width(stage_name)
+        block = ResidualLinearBlock(width, width, self.activation)
+        if zero_init:
+            nn.init.zeros_(block.last_bn.weight)
+            nn.init.zeros_(block.last_bn.bias)
+        ref = next(getattr(self, stage_name).parameters())
+        return block.to(device=ref.device, dtype=ref.dtype)
+
+    def _check_stage(self, stage_name: str) -> None:
+        if stage_name not in self.stage_names:
+            raise ValueError(
+                f"unknown stage {stage_name!r}; valid names: {', '.join(self.stage_names)}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(N, ...)`` with ``in_features`` elements per sample.
+
+        Returns
+        -------
+        Tensor
+            Logits, ``(N, num_classes)``.
+        """
+        x = self.stem(self.flatten(x))
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return self.fc(x)
+
+
+def residual_mlp(
+    blocks: Sequence[int] = (1, 1, 1),
+    widths: Sequence[int] = (64, 64, 64),
+    *,
+    in_features: int,
+    num_classes: int = 10,
+    width_mult: float = 1.0,
+    activation: str = "relu",
+) -> ResidualMLP:
+    """Build a :class:`ResidualMLP`.
+
+    Parameters
+    ----------
+    blocks : sequence of int, default (1, 1, 1)
+        Blocks per stage.
+    widths : sequence of int, default (64, 64, 64)
+        Width per stage.
+    in_features : int
+        Input width (after flattening).
+    num_classes : int, default 10
+        Output width.
+    width_mult : float, default 1.0
+        Multiplier of every hidden width.
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+
+    Returns
+    -------
+    ResidualMLP
+        The network.
+    """
+    return ResidualMLP(
+        blocks,
+        widths,
+        in_features=in_features,
+        num_classes=num_classes,
+        width_mult=width_mult,
+        activation=activation,
+    )
+
+
+# --------------------------------------------------------------------------- plain conv nets
+
+
+class PlainConvBlock(nn.Module):
+    """A plain (non-residual) VGG-style block: ``act(bn(conv(x)))``.
+
+    Parameters
+    ----------
+    in_ch : int
+        Input channels.
+    out_ch : int
+        Output channels.
+    stride : int, default 1
+        Stride of the 3x3 convolution (padding 1).
+    batch_norm : bool, default True
+        Add a :class:`torch.nn.BatchNorm2d` ``bn`` after the convolution
+        (which then has no bias).
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+    """
+
+    residual = False
+    """No residual branch: zeroing ``last_bn`` would cut the signal."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int = 1,
+        batch_norm: bool = True,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_ch, out_ch, stride
+        self.batch_norm = batch_norm
+        self.conv = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=not batch_norm)
+        if batch_norm:
+            self.bn = nn.BatchNorm2d(out_ch)
+        self.act = activation_module(activation)
+
+    @property
+    def last_bn(self) -> nn.BatchNorm2d | None:
+        """The block's batch norm, or None without batch norm."""
+        return self.bn if self.batch_norm else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the block.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(N, in_ch, H, W)``.
+
+        Returns
+        -------
+        Tensor
+            ``(N, out_ch, H / stride, W / stride)``.
+        """
+        out = self.conv(x)
+        if self.batch_norm:
+            out = self.bn(out)
+        return self.act(out)
+
+
+class PlainConvNet(nn.Module):
+    """A plain VGG-style conv net: a 3x3 stem, stages of :class:`PlainConvBlock`, pool, linear.
+
+    Stage 1 keeps the stem's resolution; every later stage halves it in its
+    first block (stride 2). AutoGrow grows depth by appending blocks to the
+    end of a stage, see :meth:`new_block`.
+
+    Parameters
+    ----------
+    blocks : sequence of int, default (1, 1, 1)
+        Blocks per stage (each at least 1).
+    channels : sequence of int, default (16, 32, 64)
+        Output channels per stage (before ``width_mult``); the stem has the
+        first stage's width.
+    in_channels : int, default 3
+        Input channels.
+    num_classes : int, default 10
+        Output width.
+    batch_norm : bool, default True
+        Put a batch norm after every convolution (which then has no bias).
+    width_mult : float, default 1.0
+        Multiplier of every channel count.
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+
+    Attributes
+    ----------
+    stem : nn.Sequential
+        ``conv`` (3x3), [``bn``], ``act``.
+    stage1, stage2, ... : nn.Sequential
+        The stages; their names are in ``stage_names``.
+    pool, flatten, fc : nn.Module
+        Global average pool, flatten, classifier.
+    batch_norm : bool
+        Whether the convolutions are followed by batch norm.
+    activation : str
+        The activation's name.
+    stage_names : list of str
+        ``["stage1", "stage2", ...]``.
+
+    Raises
+    ------
+    ValueError
+        If ``blocks`` and ``channels`` differ in length or are empty, a stage
+        has no block, or ``activation`` is unknown.
+    """
+
+    def __init__(
+        self,
+        blocks: Sequence[int] = (1, 1, 1),
+        channels: Sequence[int] = (16, 32, 64),
+        *,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        batch_norm: bool = True,
+        width_mult: float = 1.0,
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        blocks, channels = [int(b) for b in blocks], [int(c) for c in channels]
+        if not blocks or len(blocks) != len(channels):
+            raise ValueError(
+                f"blocks and channels need the same, non-zero length; got {blocks}, {channels}"
+            )
+        if any(b < 1 for b in blocks):
+            raise ValueError(f"every stage needs at least one block, got {blocks}")
+        _check_activation(activation)
+        self.batch_norm = batch_norm
+        self.activation = activation
+        widths = [scale_width(c, width_mult) for c in channels]
+        stem: OrderedDict[str, nn.Module] = OrderedDict()
+        stem["conv"] = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm)
+        if batch_norm:
+            stem["bn"] = nn.BatchNorm2d(widths[0])
+        stem["act"] = activation_module(activation)
+        self.stem = nn.Sequential(stem)
+        self.stage_names: list[str] = []
+        prev = widths[0]
+        for i, (n_blocks, width) in enumerate(zip(blocks, widths, strict=True), start=1):
+            stride = 1 if i == 1 else 2
+            stage = nn.Sequential(
+                *[
+                    PlainConvBlock(
+                        prev if j == 0 else width,
+                        width,
+                        stride if j == 0 else 1,
+                        batch_norm,
+                        activation,
+                    )
+                    for j in range(n_blocks)
+                ]
+            )
+            name = f"stage{i}"
+            self.add_module(name, stage)
+            self.stage_names.append(name)
+            prev = width
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(prev, num_classes)
+
+    @property
+    def arch(self) -> tuple[int, ...]:
+        """Blocks per stage, read from the stages as they are now."""
+        return tuple(len(getattr(self, name)) for name in self.stage_names)
+
+    def stage_width(self, stage_name: str) -> int:
+        """Output channels of a stage.
+
+        Parameters
+        ----------
+        stage_name : str
+            One of :attr:`stage_names`.
+
+        Returns
+        -------
+        int
+            The output channels of the stage's last block.
+
+        Raises
+        ------
+        ValueError
+            If ``stage_name`` is not a stage.
+        """
+        self._check_stage(stage_name)
+        return int(getattr(self, stage_name)[-1].out_channels)
+
+    def new_block(self, stage_name: str, *, zero_init: bool = False) -> PlainConvBlock:
+        """A fresh block to append to the end of a stage.
+
+        The block has stride 1, the stage's width in and out, the model's
+        batch-norm setting and activation, and the device and dtype of the
+        stage's parameters, with PyTorch's default initialisation (as AutoGrow
+        uses for plain nets). It is not added to the model.
+
+        Parameters
+        ----------
+        stage_name : str
+            One of :attr:`stage_names`.
+        zero_init : bool, default False
+            Must be False: a plain block has no residual branch, so zeroing it
+            would cut the signal rather than preserve the function.
+
+        Returns
+        -------
+        PlainConvBlock
+            The block.
+
+        Raises
+        ------
+        ValueError
+            If ``stage_name`` is not a stage, or ``zero_init`` is True.
+        """
+        width = self.stage_width(stage_name)
+        if zero_init:
+            raise ValueError(
+                "zero_init=True is not supported for a plain block: it has no residual "
+                "branch, so zero-initialising it would cut the signal; plain nets grow "
+                "with the default initialisation"
+            )
+        block = PlainConvBlock(width, width, 1, self.batch_norm, self.activation)
+        ref = next(getattr(self, stage_name).parameters())
+        return block.to(device=ref.device, dtype=ref.dtype)
+
+    def _check_stage(self, stage_name: str) -> None:
+        if stage_name not in self.stage_names:
+            raise ValueError(
+                f"unknown stage {stage_name!r}; valid names: {', '.join(self.stage_names)}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Classify a batch.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(N, in_channels, H, W)``.
+
+        Returns
+        -------
+        Tensor
+            Logits, ``(N, num_classes)``.
+        """
+        x = self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return self.fc(self.flatten(self.pool(x)))
+
+
+def plain_convnet(
+    blocks: Sequence[int] = (1, 1, 1),
+    channels: Sequence[int] = (16, 32, 64),
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    batch_norm: bool = True,
+    width_mult: float = 1.0,
+    activation: str = "relu",
+) -> PlainConvNet:
+    """Build a :class:`PlainConvNet` (the plain counterpart of :func:`cifar_resnet`).
+
+    Parameters
+    ----------
+    blocks : sequence of int, default (1, 1, 1)
+        Blocks per stage.
+    channels : sequence of int, default (16, 32, 64)
+        Output channels per stage.
+    in_channels : int, default 3
+        Input channels.
+    num_classes : int, default 10
+        Output width.
+    batch_norm : bool, default True
+        Put a batch norm after every convolution.
+    width_mult : float, default 1.0
+        Multiplier of every channel count.
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+
+    Returns
+    -------
+    PlainConvNet
+        The network.
+    """
+    return PlainConvNet(
+        blocks,
+        channels,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        batch_norm=batch_norm,
+        width_mult=width_mult,
+        activation=activation,
+    )
+
+
 #: Builders by name, for :func:`build`.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": mlp,
@@ -718,6 +1323,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet5": lenet5,
     "cifar_resnet": cifar_resnet,
     "vgg_small": vgg_small,
+    "residual_mlp": residual_mlp,
+    "plain_convnet": plain_convnet,
 }
 
 
@@ -728,9 +1335,11 @@ def build(name: str, **kwargs: Any) -> nn.Module:
     ----------
     name : str
         One of the keys of :data:`MODELS`: ``"mlp"``, ``"lenet_300_100"``,
-        ``"lenet5"``, ``"cifar_resnet"`` or ``"vgg_small"``.
+        ``"lenet5"``, ``"cifar_resnet"``, ``"vgg_small"``, ``"residual_mlp"``
+        or ``"plain_convnet"``.
     **kwargs
-        Passed to the builder (``mlp`` needs ``widths=``).
+        Passed to the builder (``mlp`` needs ``widths=``, ``residual_mlp``
+        needs ``in_features=``).
 
     Returns
     -------

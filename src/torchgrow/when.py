@@ -15,7 +15,7 @@ from typing import Any
 from .errors import GrowthInputError, require_int
 from .policy import Policy
 
-__all__ = ["GrowthState", "When", "Every", "Schedule", "Plateau", "Manual"]
+__all__ = ["GrowthState", "When", "Every", "Schedule", "Plateau", "Manual", "Stagnation"]
 
 
 @dataclass
@@ -211,3 +211,73 @@ class Manual(When):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending = bool(state.get("pending", False))
+
+
+class Stagnation(Policy):
+    """AutoGrow's stopping signal: validation accuracy stopped improving over the last ``J`` epochs.
+
+    Keeps ``best[t]``, the running maximum (``metric="max"``, the paper's) or
+    an exponential moving average (``metric="ema"``, the code's ``avg``) of
+    validation accuracy in percent, one value per epoch. :meth:`stalled` is
+    true when ``best[now] - best[now - J] < tau``; with fewer than ``J + 1``
+    values it is false.
+
+    Parameters
+    ----------
+    tau : float
+        Minimum improvement in percentage points (paper: 0.05).
+    window : int
+        ``J``, in epochs (code: 100 on CIFAR; the J = T rule: the epochs a
+        non-growing baseline spends at its largest learning rate).
+    metric : {"max", "ema"}
+        Running maximum or EMA.
+    decay : float
+        EMA decay (code: 0.95).
+    """
+
+    def __init__(
+        self, tau: float = 0.05, window: int = 100, metric: str = "max", decay: float = 0.95
+    ) -> None:
+        if not tau >= 0:
+            raise GrowthInputError(f"Stagnation(tau) must be >= 0 points, got {tau!r}")
+        if metric not in ("max", "ema"):
+            raise GrowthInputError(f"Stagnation(metric) must be 'max' or 'ema', got {metric!r}")
+        if not 0 < decay < 1:
+            raise GrowthInputError(f"Stagnation(decay) must be in (0, 1), got {decay!r}")
+        self.tau, self.metric, self.decay = float(tau), metric, float(decay)
+        self.window = require_int(window, "Stagnation(window)", 1)
+        self.values: list[float] = []
+
+    def push(self, accuracy: float) -> float:
+        """Record one epoch's validation accuracy (a fraction in [0, 1]); returns ``best[now]``."""
+        if not 0.0 <= accuracy <= 1.0:
+            raise GrowthInputError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
+        pct = 100.0 * accuracy
+        if not self.values:
+            value = pct
+        elif self.metric == "max":
+            value = max(self.values[-1], pct)
+        else:
+            value = self.decay * self.values[-1] + (1 - self.decay) * pct
+        self.values.append(value)
+        return value
+
+    def delta(self) -> float:
+        """``best[now] - best[now - J]`` in points (``inf`` with fewer than ``J + 1`` values)."""
+        if len(self.values) <= self.window:
+            return math.inf
+        return self.values[-1] - self.values[-1 - self.window]
+
+    def stalled(self) -> bool:
+        """Whether the improvement over the last ``J`` epochs is below ``tau``."""
+        return self.delta() < self.tau
+
+    def describe(self) -> str:
+        what = "running max" if self.metric == "max" else f"EMA ({self.decay:g})"
+        return f"{what} of val accuracy improved < {self.tau:g} points over {self.window} epochs"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": list(self.values)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.values = [float(v) for v in state["values"]]

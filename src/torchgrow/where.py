@@ -10,7 +10,7 @@ from .graph import GrowableUnit
 from .policy import Policy
 from .when import GrowthState
 
-__all__ = ["Where", "Layers", "AllAtOnce", "RoundRobin"]
+__all__ = ["Where", "Layers", "AllAtOnce", "RoundRobin", "Stages", "StageRoundRobin", "AllStages"]
 
 
 class Where(Policy):
@@ -113,3 +113,55 @@ class RoundRobin(Where):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = int(state["position"])
+
+
+class Stages(Policy):
+    """Base class of depth-growth selectors: which stages get a new block (AutoGrow).
+
+    ``select(stages, open_stages, last)`` gets all stage names in order, those
+    that may still grow (neither frozen nor full), and the stages grown last
+    time; it returns the stages to grow now (empty: none may grow).
+    """
+
+    def select(
+        self, stages: Sequence[str], open_stages: Sequence[str], last: Sequence[str]
+    ) -> list[str]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class StageRoundRobin(Stages):
+    """One block per growth step, stages in turn, skipping frozen or full ones (the paper's ``group``).
+
+    The next stage is the first open one after the last grown stage,
+    cyclically (the first open stage when nothing was grown yet). The official
+    code may pick a stage that has just become full and then grow nothing;
+    here frozen and full stages are always skipped.
+    """
+
+    def select(
+        self, stages: Sequence[str], open_stages: Sequence[str], last: Sequence[str]
+    ) -> list[str]:
+        if not open_stages:
+            return []
+        order = list(stages)
+        start = order.index(last[-1]) + 1 if last else 0
+        for i in range(len(order)):
+            name = order[(start + i) % len(order)]
+            if name in open_stages:
+                return [name]
+        return []
+
+    def describe(self) -> str:
+        return "one block at the end of the next open stage, round robin"
+
+
+class AllStages(Stages):
+    """One block in every open stage per growth step (the code's ``all`` mode)."""
+
+    def select(
+        self, stages: Sequence[str], open_stages: Sequence[str], last: Sequence[str]
+    ) -> list[str]:
+        return [s for s in stages if s in open_stages]
+
+    def describe(self) -> str:
+        return "one block at the end of every open stage"

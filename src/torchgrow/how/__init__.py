@@ -2,9 +2,12 @@
 
 - :mod:`~torchgrow.how.base`: the :class:`How` interface, layout helpers, ``Zero``, ``Random``;
 - :mod:`~torchgrow.how.gradmax`: ``GradMax`` and its paper's baselines ``GradMaxOpt``, ``LossDescent``;
-- :mod:`~torchgrow.how.nest`: NeST's ``NeSTNeuron`` (Policy 2) and ``NeSTFeatureMap`` (Policy 3).
+- :mod:`~torchgrow.how.nest`: NeST's ``NeSTNeuron`` (Policy 2) and ``NeSTFeatureMap`` (Policy 3);
+- :mod:`~torchgrow.how.autogrow`: AutoGrow's new-block initialisers ``ZeroInit``, ``GauInit``,
+  ``UniInit``, ``AdamInit``, ``DefaultInit``.
 """
 
+from .autogrow import AdamInit, BlockInit, DefaultInit, GauInit, UniInit, ZeroInit
 from .base import (
     How,
     Init,
@@ -48,4 +51,10 @@ __all__ = [
     "fix_signs",
     "NeSTNeuron",
     "NeSTFeatureMap",
+    "BlockInit",
+    "DefaultInit",
+    "ZeroInit",
+    "GauInit",
+    "UniInit",
+    "AdamInit",
 ]

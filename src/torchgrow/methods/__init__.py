@@ -5,9 +5,18 @@ reports) next to the function that builds its :class:`~torchgrow.Grower`, so
 that the description cannot drift from the code.
 """
 
+from .autogrow import DESCRIPTION as AUTOGROW_DESCRIPTION
+from .autogrow import AutoGrow
 from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
 from .gradmax import GradMax
 from .nest import DESCRIPTION as NEST_DESCRIPTION
 from .nest import NeST
 
-__all__ = ["GradMax", "GRADMAX_DESCRIPTION", "NeST", "NEST_DESCRIPTION"]
+__all__ = [
+    "GradMax",
+    "GRADMAX_DESCRIPTION",
+    "NeST",
+    "NEST_DESCRIPTION",
+    "AutoGrow",
+    "AUTOGROW_DESCRIPTION",
+]
