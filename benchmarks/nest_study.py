@@ -122,7 +122,8 @@ def run_study(name: str, grid: dict[str, tuple], seeds: tuple[int, ...], quick: 
     nest_runs: dict[tuple, dict] = {}
     for seed in seeds:
         for setting in settings:
-            cfg = replace(base, seed=seed, **setting)
+            # pruning only is studied at the same retraining rate as NeST
+            cfg = replace(base, seed=seed, baseline_prune_lr=setting["prune_lr"], **setting)
             dkey = (seed, cfg.val_fraction)
             if dkey not in dense_runs:
                 dense_runs[dkey] = run_dense(ds, cfg)

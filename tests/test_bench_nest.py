@@ -92,3 +92,23 @@ def test_goal_keys(result):
     g = result["goal"]
     assert set(g) >= {"met", "nest_10x_fewer_params_than_dense"}
     assert g["met"] == all(v for k, v in g.items() if k != "met")
+
+
+def test_study_chooses_on_validation_only():
+    study = importlib.import_module("benchmarks.nest_study")
+
+    def s(val, params, test, vf=0.1):
+        return {"val_error_%": val, "parameters": params, "test_error_%": test,
+                "setting": {"val_fraction": vf}}  # fmt: skip
+
+    dense_val = {0.1: 10.0, 0.2: 11.0}
+    rows = [s(10.2, 5000, 20.0), s(10.4, 1000, 10.0), s(11.2, 3000, 30.0, vf=0.2)]
+    # 10.4 is above dense + 0.3; the test errors play no part in the choice
+    assert study.choose(rows, dense_val) == 2
+    assert study.choose([s(10.4, 1000, 10.0)], dense_val) is None
+    dense = {0.1: {"parameters": 266_610, "test_error_%": 12.0}}
+    prune = [s(10.0, 4000, 12.1)]
+    g = study.goal(dense, [s(10.1, 3000, 12.2)], prune, 0, 0)
+    assert g["met"] and g["nest_param_compression"] == pytest.approx(266_610 / 3000)
+    g = study.goal(dense, [s(10.1, 30000, 12.2)], prune, 0, 0)
+    assert not g["met"] and not g["nest_10x_fewer_params_than_dense"]
