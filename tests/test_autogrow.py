@@ -239,3 +239,23 @@ def test_plain_blocks_with_batch_norm_get_the_default_init(digits):
     for init in (ZeroInit(), GauInit()):
         with pytest.raises(GrowthInputError, match="residual"):
             init.init(plain.new_block("stage1"))
+
+
+def test_bottleneck_resnet_grows_function_preserving_with_zero_init(digits):
+    torch.manual_seed(0)
+    model = models.cifar_resnet((1, 1, 1), (8, 8, 8), in_channels=1, block="bottleneck")
+    ag = methods.AutoGrow(
+        model, sgd(model), digits, interval=1, max_growth_epochs=2, tail_epochs=0, init=ZeroInit()
+    )
+    out = ag.run()
+    assert out["arch"] == [2, 2, 1]
+    assert all(e["max_abs_delta"] == 0.0 for e in ag.events if "stage" in e)
+
+
+def test_adam_init_in_the_driver_is_charged_and_recorded(digits):
+    ag, out = run(digits, init=AdamInit(max_epochs=1), max_growth_epochs=1)
+    (event,) = [e for e in ag.events if "stage" in e]
+    assert event["adam_epochs"] == 1 and "adam_recovered" in event
+    assert event["max_abs_delta"] > 0.0  # Adam moved the new last BN away from zero
+    plain, _ = run(digits, init=ZeroInit(), max_growth_epochs=1)
+    assert out["training_flops"] > plain.summary()["training_flops"]  # the Adam epoch costs
