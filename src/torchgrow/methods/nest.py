@@ -130,9 +130,9 @@ class NeST:
         Largest drop of validation accuracy (absolute, e.g. 0.003 = 0.3 points)
         accepted during pruning, relative to ``target_accuracy`` when growth
         reached it (the same reference a pruning-only baseline is judged on),
-        else to the accuracy after growth. Measuring from the round that first
-        crossed the target would favour a lucky draw: the stopping rule selects
-        it upward.
+        else to the best validation accuracy of the seed and growth rounds.
+        Measuring from the round that first crossed the target would favour a
+        lucky draw: the stopping rule selects it upward.
     area_rounds : int
         Partial-area convolution (Algorithm 2) after the pruning phase: at most
         this many steps, each masking ``area_gamma`` of every conv's active
@@ -368,12 +368,13 @@ class NeST:
                 best, since_best = row["val_accuracy"], 0
             else:
                 since_best += 1
-        # The tolerance is measured from the target when growth reached it: the accuracy of the
-        # round that first crossed it is selected upward by the stopping rule itself. Otherwise
-        # (no target, or the budget or patience ran out first) from the accuracy after growth.
+        # The tolerance is measured from the target when growth reached it (the round that
+        # first crossed it is a draw selected upward by the stopping rule itself). Otherwise
+        # (no target, or the budget or patience ran out first) from the best accuracy growth
+        # reached: the last round's is a noisy draw at the training rate, and a low one would
+        # let pruning lose accuracy the network had.
         target = s["target_accuracy"]
-        reached = target is not None and row["val_accuracy"] >= target
-        reference = target if reached else row["val_accuracy"]
+        reference = best if target is None else min(target, best)
         if s["prune_lr"] is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = s["prune_lr"]
