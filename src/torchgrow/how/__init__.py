@@ -4,7 +4,9 @@
 - :mod:`~torchgrow.how.gradmax`: ``GradMax`` and its paper's baselines ``GradMaxOpt``, ``LossDescent``;
 - :mod:`~torchgrow.how.nest`: NeST's ``NeSTNeuron`` (Policy 2) and ``NeSTFeatureMap`` (Policy 3);
 - :mod:`~torchgrow.how.autogrow`: AutoGrow's new-block initialisers ``ZeroInit``, ``GauInit``,
-  ``UniInit``, ``AdamInit``, ``DefaultInit``.
+  ``UniInit``, ``AdamInit``, ``DefaultInit``;
+- :mod:`~torchgrow.how.compnet`: CompNet's exact new layers (identity, morphism equation) and
+  its group-lasso proximal step.
 """
 
 from .autogrow import AdamInit, BlockInit, DefaultInit, GauInit, UniInit, ZeroInit
@@ -19,6 +21,7 @@ from .base import (
     fan_out_vectors_of_block,
     target_norm,
 )
+from .compnet import identity_layer, morphism_factors, prox_group_lasso, unit_group_norms
 from .gradmax import (
     GradMax,
     GradMaxFallbackWarning,
@@ -57,4 +60,8 @@ __all__ = [
     "GauInit",
     "UniInit",
     "AdamInit",
+    "identity_layer",
+    "morphism_factors",
+    "unit_group_norms",
+    "prox_group_lasso",
 ]

@@ -1,0 +1,158 @@
+"""CompNet's building blocks: exact insertion (identity and morphism equation), group lasso, trim."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchgrow.errors import GrowthInputError
+from torchgrow.graph import find_unit
+from torchgrow.how.compnet import (
+    identity_layer,
+    morphism_factors,
+    prox_group_lasso,
+    unit_group_norms,
+)
+from torchgrow.ops import check_consistent, insert_after, shrink
+
+
+def trained_mlp(seed: int = 0) -> tuple[nn.Sequential, torch.optim.Optimizer, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(OrderedDict(fc1=nn.Linear(12, 16), act1=nn.ReLU(), fc2=nn.Linear(16, 5)))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(64, 12), torch.randint(0, 5, (64,))
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model, opt, x
+
+
+def test_identity_insertion_preserves_an_mlp_and_keeps_the_optimizer_consistent():
+    model, opt, x = trained_mlp()
+    y = model(x)
+    insert_after(model, "act1", identity_layer(model.fc1), new_name="deep", optimizer=opt)
+    assert (model(x) - y).abs().max() <= 1e-6
+    assert model.deep.fc.weight.shape == (16, 16)
+    check_consistent(model, opt)
+
+
+def test_identity_insertion_preserves_a_cnn_with_batchnorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(3, 6, 3, padding=1),
+            bn1=nn.BatchNorm2d(6),
+            act1=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(6, 4),
+        )
+    )
+    x = torch.randn(8, 3, 7, 7)
+    model.train()
+    model(x)  # non-trivial running statistics
+    model.eval()
+    y = model(x)
+    insert_after(model, "act1", identity_layer(model.conv1, batchnorm=True), new_name="deep")
+    assert not model.deep.training  # takes the model's mode
+    assert (model(x) - y).abs().max() <= 1e-6
+
+
+def test_morphism_factors_are_exact_for_inputs_of_any_sign_and_narrower():
+    torch.manual_seed(0)
+    w = torch.randn(5, 16, dtype=torch.float64)
+    a, w_next = morphism_factors(w)
+    assert a.shape == (10, 16) and w_next.shape == (5, 10)  # 2 * rank 5 < 16
+    h = torch.randn(32, 16, dtype=torch.float64)  # negative entries too
+    assert torch.allclose(F.relu(h @ a.T) @ w_next.T, h @ w.T, atol=1e-10)
+    # a lower rank is the best approximation of that rank (Eckart-Young)
+    a2, w2 = morphism_factors(w, rank=2)
+    s = torch.linalg.svdvals(w)
+    err = torch.linalg.matrix_norm(w2[:, :2] @ a2[:2] - w)
+    assert err == pytest.approx(float(s[2:].pow(2).sum().sqrt()), rel=1e-9)
+    with pytest.raises(GrowthInputError, match="rank"):
+        morphism_factors(w, rank=6)
+
+
+def test_morphism_variant_in_a_network_preserves_the_function():
+    model, _, x = trained_mlp()
+    y = model(x)
+    a, w_next = morphism_factors(model.fc2.weight)
+    child = nn.Sequential(
+        OrderedDict(
+            fc1=model.fc1,
+            act1=nn.ReLU(),
+            new=nn.Linear(16, a.shape[0], bias=False),
+            act_new=nn.ReLU(),
+            fc2=nn.Linear(a.shape[0], 5),
+        )
+    )
+    with torch.no_grad():
+        child.new.weight.copy_(a)
+        child.fc2.weight.copy_(w_next)
+        child.fc2.bias.copy_(model.fc2.bias)
+    assert a.shape[0] == 10 < 16  # narrower than the layer it follows
+    assert (child(x) - y).abs().max() <= 1e-5
+
+
+def test_prox_zeroes_exactly_the_small_groups_and_shrinks_the_rest():
+    torch.manual_seed(0)
+    new, nxt = nn.Linear(6, 8), nn.Linear(8, 3)
+    with torch.no_grad():
+        new.weight[:3].mul_(0.01)  # three small groups
+        new.bias[:3].mul_(0.01)
+        nxt.weight[:, :3].mul_(0.01)
+    before = unit_group_norms(new, nxt)
+    step = float(before[:3].max()) * 1.01
+    assert bool((before[3:] > step).all())
+    old_w = new.weight.detach().clone()
+    after = prox_group_lasso(new, nxt, step)
+    assert bool((after[:3] == 0).all())
+    assert torch.equal(new.weight[:3], torch.zeros_like(new.weight[:3]))
+    assert torch.equal(nxt.weight[:, :3], torch.zeros_like(nxt.weight[:, :3]))
+    assert torch.allclose(after[3:], before[3:] - step, atol=1e-6)
+    factor = (1 - step / before[3:])[:, None]
+    assert torch.allclose(new.weight[3:], old_w[3:] * factor, atol=1e-7)
+    assert torch.allclose(unit_group_norms(new, nxt), after, atol=1e-6)
+
+
+def test_batchnorm_joins_the_groups():
+    new, bn, nxt = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.bias.zero_()
+        nxt.weight.zero_()
+    # only the BN's scale (1) is left in every group
+    assert torch.allclose(unit_group_norms(new, nxt, bn), torch.ones(4))
+    prox_group_lasso(new, nxt, 2.0, bn)
+    assert torch.equal(bn.weight, torch.zeros(4)) and torch.equal(bn.bias, torch.zeros(4))
+
+
+def test_trimming_zeroed_units_preserves_the_function_and_the_optimizer():
+    model, opt, x = trained_mlp()
+    insert_after(model, "act1", identity_layer(model.fc1), new_name="deep", optimizer=opt)
+    new, nxt = model.deep.fc, model.fc2
+    norms = unit_group_norms(new, nxt)
+    step = float(norms.sort().values[10])  # zeroes the 11 weakest of 16 units
+    after = prox_group_lasso(new, nxt, step)
+    y = model(x)
+    keep = torch.nonzero(after > 0).flatten()
+    assert len(keep) == 5
+    shrink(model, find_unit(model, "deep.fc").name, keep, optimizer=opt)
+    assert new.out_features == 5 and nxt.in_features == 5
+    assert (model(x) - y).abs().max() <= 1e-6
+    check_consistent(model, opt)
+
+
+def test_bad_pairs_are_refused():
+    with pytest.raises(GrowthInputError, match="reads"):
+        unit_group_norms(nn.Linear(3, 4), nn.Linear(5, 2))
+    with pytest.raises(GrowthInputError, match="Linear/Conv2d"):
+        unit_group_norms(nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(GrowthInputError, match="step"):
+        prox_group_lasso(nn.Linear(3, 4), nn.Linear(4, 2), -1.0)
