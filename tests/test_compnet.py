@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchgrow import data, methods, models
 from torchgrow.errors import GrowthInputError
 from torchgrow.graph import find_unit
 from torchgrow.how.compnet import (
@@ -17,6 +18,7 @@ from torchgrow.how.compnet import (
     prox_group_lasso,
     unit_group_norms,
 )
+from torchgrow.methods.compnet import deepen
 from torchgrow.ops import check_consistent, insert_after, shrink
 
 
@@ -156,3 +158,92 @@ def test_bad_pairs_are_refused():
         unit_group_norms(nn.ReLU(), nn.Linear(4, 2))
     with pytest.raises(GrowthInputError, match="step"):
         prox_group_lasso(nn.Linear(3, 4), nn.Linear(4, 2), -1.0)
+
+
+# ---------------------------------------------------------------- deepen and the driver
+def small_cnn(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, 6, 3, padding=1),
+            act1=nn.ReLU(),
+            conv2=nn.Conv2d(6, 4, 3, padding=1),
+            act2=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(1),
+            flat=nn.Flatten(),
+            fc=nn.Linear(4, 3),
+        )
+    )
+
+
+@pytest.mark.parametrize("variant", ["identity", "morphism"])
+def test_deepen_is_exact_for_mlps_and_cnns(variant):
+    model, opt, x = trained_mlp()
+    y = model(x)
+    name = deepen(model, "fc1", variant=variant, optimizer=opt)
+    assert (model(x) - y).abs().max() <= 1e-5
+    width = dict(model.named_modules())[name].out_features
+    assert width == (16 if variant == "identity" else 10)  # 2 x rank(fc2 weight) = 10 < 16
+    check_consistent(model, opt)
+    cnn = small_cnn()
+    opt = torch.optim.SGD(cnn.parameters(), lr=0.1, momentum=0.9)
+    xc = torch.randn(4, 1, 6, 6)
+    y = cnn(xc)
+    deepen(cnn, "conv1", variant=variant, optimizer=opt)
+    assert (cnn(xc) - y).abs().max() <= 1e-5
+    check_consistent(cnn, opt)
+
+
+def test_deepen_refuses_a_layer_without_a_relu_module_and_changes_nothing():
+    model = nn.Sequential(OrderedDict(fc1=nn.Linear(4, 5), act=nn.Tanh(), fc2=nn.Linear(5, 2)))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(GrowthInputError, match="ReLU"):
+        deepen(model, "fc1")
+    with pytest.raises(GrowthInputError, match="variant"):
+        deepen(model, "fc1", variant="wider")
+    assert [n for n, _ in model.named_children()] == ["fc1", "act", "fc2"]
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.digits()
+
+
+def test_compnet_deepens_compactly_and_keeps_the_optimizer_consistent(digits):
+    torch.manual_seed(0)
+    model = models.mlp([64, 32, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cn = methods.CompNet(
+        model,
+        opt,
+        digits,
+        lam=0.5,
+        delta=1e-3,
+        parent_epochs=15,
+        sparse_epochs=4,
+        finetune_epochs=2,
+        tolerance=-1.0,  # keep the deeper net whatever its accuracy: the test is the mechanics
+    )
+    out = cn.run()
+    (d,) = out["deepenings"]
+    assert d["max_abs_delta"] <= 1e-5  # preserved at insertion
+    assert d["width_at_insertion"] == 32 and d["width"] < 32  # the penalty removed units
+    assert d["kept"] and d["width"] == dict(cn.model.named_modules())[d["new_layer"]].out_features
+    phases = [r["phase"] for r in cn.history]
+    assert phases[0] == "parent" and "sparse" in phases and phases[-1] == "finetune"
+    check_consistent(cn.model, cn.optimizer)
+
+
+def test_compnet_restores_the_parent_when_deepening_does_not_pay(digits):
+    torch.manual_seed(0)
+    model = models.mlp([64, 16, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cn = methods.CompNet(
+        model, opt, digits, parent_epochs=3, sparse_epochs=1, finetune_epochs=0, tolerance=1.0
+    )
+    out = cn.run()
+    assert not out["deepenings"][0]["kept"]
+    assert out["parameters"] == cn.parent["parameters"]  # the parent is back
+    assert [n for n, _ in cn.model.named_children()] == ["flatten", "fc1", "act1", "fc2"]
+    check_consistent(cn.model, cn.optimizer)

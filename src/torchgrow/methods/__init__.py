@@ -7,6 +7,8 @@ that the description cannot drift from the code.
 
 from .autogrow import DESCRIPTION as AUTOGROW_DESCRIPTION
 from .autogrow import AutoGrow
+from .compnet import DESCRIPTION as COMPNET_DESCRIPTION
+from .compnet import CompNet
 from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
 from .gradmax import GradMax
 from .nest import DESCRIPTION as NEST_DESCRIPTION
@@ -19,4 +21,6 @@ __all__ = [
     "NEST_DESCRIPTION",
     "AutoGrow",
     "AUTOGROW_DESCRIPTION",
+    "CompNet",
+    "COMPNET_DESCRIPTION",
 ]
