@@ -13,6 +13,7 @@ from torchgrow import data, methods, models
 from torchgrow.errors import GrowthInputError
 from torchgrow.graph import find_unit
 from torchgrow.how.compnet import (
+    compact_factors,
     identity_layer,
     morphism_factors,
     prox_group_lasso,
@@ -247,3 +248,48 @@ def test_compnet_restores_the_parent_when_deepening_does_not_pay(digits):
     assert out["parameters"] == cn.parent["parameters"]  # the parent is back
     assert [n for n, _ in cn.model.named_children()] == ["flatten", "fc1", "act1", "fc2"]
     check_consistent(cn.model, cn.optimizer)
+
+
+def test_compact_factors_drop_weak_directions_and_keep_the_pairing():
+    torch.manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(6, 6, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(20, 6, dtype=torch.float64))
+    s = torch.tensor([5.0, 4.0, 3.0, 0.01, 0.01, 0.01], dtype=torch.float64)
+    w = u @ torch.diag(s) @ v.T  # three strong directions, three weak ones
+    a, w_next = morphism_factors(w)
+    assert a.shape[0] == 12
+    a2, w2, rel = compact_factors(w, a, w_next, lam=0.5)
+    assert a2.shape[0] == 6 and w2.shape[1] == 6  # the three weak pairs are gone
+    assert torch.equal(a2[3:], -a2[:3]) and torch.equal(w2[:, 3:], -w2[:, :3])
+    h = torch.randn(16, 20, dtype=torch.float64)
+    assert torch.allclose(F.relu(h @ a2.T) @ w2.T, h @ (w2[:, :3] @ a2[:3]).T, atol=1e-10)
+    assert 0 < rel < 0.2
+    with pytest.raises(GrowthInputError, match="smaller"):
+        compact_factors(w, a, w_next, lam=100.0)
+    assert float(torch.linalg.matrix_norm(w - w2[:, :3] @ a2[:3])) == pytest.approx(
+        rel * float(torch.linalg.matrix_norm(w))
+    )
+
+
+@pytest.mark.filterwarnings("error::torchgrow.ops.DeadUnitWarning")
+def test_factorise_route_inserts_a_compact_morphism_layer(digits):
+    torch.manual_seed(0)
+    model = models.mlp([64, 32, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cn = methods.CompNet(
+        model,
+        opt,
+        digits,
+        variant="morphism",
+        route="factorise",
+        lam=1.0,
+        parent_epochs=8,
+        sparse_epochs=1,
+        finetune_epochs=1,
+        tolerance=-1.0,
+    )
+    (d,) = cn.run()["deepenings"]
+    assert 0 < d["width_at_insertion"] < 20  # fewer than 2 x rank(10) paired units
+    assert d["max_abs_delta"] > 0  # approximate at insertion: the factorisation's residual
+    with pytest.raises(GrowthInputError, match="morphism"):
+        methods.CompNet(model, opt, digits, route="factorise")

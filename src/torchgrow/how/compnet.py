@@ -30,7 +30,13 @@ from torch import Tensor, nn
 from ..errors import GrowthInputError
 from ..ops.depth import identity_conv, identity_linear
 
-__all__ = ["identity_layer", "morphism_factors", "unit_group_norms", "prox_group_lasso"]
+__all__ = [
+    "identity_layer",
+    "morphism_factors",
+    "compact_factors",
+    "unit_group_norms",
+    "prox_group_lasso",
+]
 
 _LAYERS = (nn.Linear, nn.Conv2d)
 
@@ -99,6 +105,66 @@ def morphism_factors(
     a = torch.cat([p, -p], 0).to(weight.dtype)
     w_next = torch.cat([q, -q], 1).to(weight.dtype)
     return a, w_next
+
+
+def compact_factors(
+    weight: Tensor, a: Tensor, w_next: Tensor, lam: float, *, steps: int = 500
+) -> tuple[Tensor, Tensor, float]:
+    """Compact paired factors before insertion: group lasso on the morphism equation.
+
+    Minimises ``1/2 ||W - Q P||_F^2 + lam * sum_j ||[P_j, Q_j]||`` over the
+    unpaired factors (``A = [P; -P]``, ``W' = [Q, -Q]``) by proximal gradient
+    descent from the exact factors, then drops the groups that reached zero
+    (both units of each pair), and pairs left with a zero fan-in or fan-out.
+    The pairing is kept, so the new layer computes
+    ``Q P h`` exactly; only ``||W - Q P||`` is lost.
+
+    Parameters
+    ----------
+    weight : Tensor
+        ``(out, d)``, the weight being factored.
+    a, w_next : Tensor
+        Paired factors from :func:`morphism_factors`.
+    lam : float
+        Group-lasso weight (relative to the squared-error term).
+    steps : int
+        Proximal gradient steps (step size ``1 / L`` from the factors' norms).
+
+    Returns
+    -------
+    a, w_next : Tensor
+        The compacted paired factors (``2 r'`` units, ``1 <= r' <= r``).
+    relative_residual : float
+        ``||W - W' A||_F / ||W||_F`` of the result.
+    """
+    if not lam >= 0:
+        raise GrowthInputError(f"lam must be >= 0, got {lam!r}")
+    r = a.shape[0] // 2
+    w = weight.detach().double()
+    p, q = a[:r].detach().double().clone(), w_next[:, :r].detach().double().clone()
+    for _ in range(int(steps)):
+        lip = float(torch.linalg.matrix_norm(p, 2) ** 2 + torch.linalg.matrix_norm(q, 2) ** 2)
+        lr = 1.0 / max(lip, 1e-12)
+        resid = q @ p - w
+        p, q = p - lr * (q.T @ resid), q - lr * (resid @ p.T)
+        norms = (p.pow(2).sum(1) + q.pow(2).sum(0)).sqrt()
+        scale = torch.clamp(1 - lr * lam / norms.clamp_min(1e-30), min=0.0)
+        p, q = p * scale[:, None], q * scale[None, :]
+    # a pair with a zero fan-in or a zero fan-out contributes nothing: drop it too
+    alive = (p.abs().sum(1) > 0) & (q.abs().sum(0) > 0)
+    keep = torch.nonzero(alive).flatten()
+    if len(keep) == 0:
+        raise GrowthInputError(
+            f"compact_factors: lam={lam!r} removed every direction of the weight; use a smaller "
+            "lam (the singular values of the weight give its scale)"
+        )
+    p, q = p[keep], q[:, keep]
+    rel = float(torch.linalg.matrix_norm(w - q @ p) / torch.linalg.matrix_norm(w).clamp_min(1e-30))
+    return (
+        torch.cat([p, -p], 0).to(a.dtype),
+        torch.cat([q, -q], 1).to(w_next.dtype),
+        rel,
+    )
 
 
 def _groups(

@@ -38,7 +38,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from ..data import Dataset
 from ..errors import GrowthInputError, require_int
 from ..graph import GrowableUnit, find_unit, growable_units
-from ..how.compnet import identity_layer, morphism_factors, prox_group_lasso, unit_group_norms
+from ..how.compnet import (
+    compact_factors,
+    identity_layer,
+    morphism_factors,
+    prox_group_lasso,
+    unit_group_norms,
+)
 from ..ops.depth import insert_after
 from ..ops.units import shrink, widen
 from ..why import accuracy, count_parameters, evaluate, flops_per_example
@@ -91,6 +97,7 @@ def deepen(
     variant: str = "identity",
     rank: int | None = None,
     batchnorm: bool = False,
+    compact: float | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     new_name: str | None = None,
 ) -> str:
@@ -115,6 +122,11 @@ def deepen(
         the rank approximates the function).
     batchnorm : bool
         ``"identity"`` after a Conv2d: add an eval-mode-identity BatchNorm2d.
+    compact : float, optional
+        ``"morphism"`` only: compact the factors before inserting (group lasso
+        on the morphism equation with this weight,
+        :func:`~torchgrow.how.compnet.compact_factors`); the function is then
+        preserved only up to the factorisation's residual.
     optimizer : torch.optim.Optimizer, optional
         Carried: old state kept, new parameters start empty.
     new_name : str, optional
@@ -148,6 +160,11 @@ def deepen(
         w = consumer.weight.detach()
         matrix = w if w.dim() == 2 else w.permute(0, 2, 3, 1).reshape(-1, w.shape[1])
         factors = morphism_factors(matrix, rank)
+        if compact is not None:
+            a, w_next, _ = compact_factors(matrix, *factors, compact)
+            factors = (a, w_next)
+    elif compact is not None:
+        raise GrowthInputError("compact= compacts the morphism variant's factors only")
     if isinstance(producer, nn.Conv2d):
         new = identity_layer(producer, batchnorm=batchnorm and variant == "identity")
         if variant == "morphism":
@@ -196,8 +213,15 @@ class CompNet:
         See :func:`deepen`.
     rank : int, optional
         Morphism variant: singular directions kept.
+    route : {"finetune", "factorise"}
+        Where the sparse optimisation happens: during fine-tuning (proximal
+        steps on the training loss; exact at insertion), or on the morphism
+        equation before inserting (``variant="morphism"`` only; approximate at
+        insertion, then plain fine-tuning).
     lam : float
-        Group-lasso weight λ; the proximal step is ``lr * lam`` per optimizer step. [I]
+        Group-lasso weight λ. Route ``"finetune"``: the proximal step is
+        ``lr * lam`` per optimizer step; route ``"factorise"``: the weight
+        against the squared factorisation error. [I]
     delta : float
         Units whose group norm is <= δ after sparse fine-tuning are removed. [I]
     parent_epochs : int
@@ -229,6 +253,7 @@ class CompNet:
         layers: Sequence[str] | None = None,
         variant: str = "identity",
         rank: int | None = None,
+        route: str = "finetune",
         lam: float = 0.05,
         delta: float = 1e-3,
         parent_epochs: int = 50,
@@ -253,6 +278,10 @@ class CompNet:
             ("batch_size", batch_size, 1),
         ):
             require_int(value, f"CompNet({name})", lo)
+        if route not in ("finetune", "factorise"):
+            raise GrowthInputError(f"route must be 'finetune' or 'factorise', got {route!r}")
+        if route == "factorise" and variant != "morphism":
+            raise GrowthInputError("route='factorise' compacts the morphism variant's factors")
         if not lam >= 0 or not delta >= 0:
             raise GrowthInputError(f"lam and delta must be >= 0, got {lam!r}, {delta!r}")
         if not 0 < val_fraction < 1:
@@ -276,6 +305,7 @@ class CompNet:
         self.settings = dict(
             variant=variant,
             rank=rank,
+            route=route,
             lam=lam,
             delta=delta,
             parent_epochs=parent_epochs,
@@ -369,8 +399,14 @@ class CompNet:
             self.model.eval()
             with torch.no_grad():
                 before = self.model(probe)
+            factorise = s["route"] == "factorise"
             name = deepen(
-                self.model, layer, variant=s["variant"], rank=s["rank"], optimizer=self.optimizer
+                self.model,
+                layer,
+                variant=s["variant"],
+                rank=s["rank"],
+                compact=s["lam"] if factorise else None,
+                optimizer=self.optimizer,
             )
             with torch.no_grad():
                 delta_out = float((self.model(probe) - before).abs().max())
@@ -385,7 +421,7 @@ class CompNet:
             row = self._row("inserted", layer=name, width=width0)
             recovered = 0 if row["val_accuracy"] >= parent["val_accuracy"] else None
             for e in range(1, s["sparse_epochs"] + 1):
-                self._epoch(prox=self._pair(name))
+                self._epoch(prox=None if factorise else self._pair(name))
                 row = self._row("sparse", layer=name, width=width0, epoch=e)
                 if recovered is None and row["val_accuracy"] >= parent["val_accuracy"]:
                     recovered = e
