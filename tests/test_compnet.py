@@ -293,3 +293,26 @@ def test_factorise_route_inserts_a_compact_morphism_layer(digits):
     assert d["max_abs_delta"] > 0  # approximate at insertion: the factorisation's residual
     with pytest.raises(GrowthInputError, match="morphism"):
         methods.CompNet(model, opt, digits, route="factorise")
+
+
+def test_compnet_on_a_cnn_groups_the_flattened_fan_out(digits):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        OrderedDict(
+            conv1=nn.Conv2d(1, 6, 3, padding=1),
+            act1=nn.ReLU(),
+            flat=nn.Flatten(),
+            fc=nn.Linear(6 * 64, 10),
+        )
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    cn = methods.CompNet(
+        model, opt, digits, lam=2.0, parent_epochs=3, sparse_epochs=3, finetune_epochs=1,
+        tolerance=-1.0,
+    )  # fmt: skip
+    (d,) = cn.run()["deepenings"]
+    assert d["max_abs_delta"] <= 1e-5 and d["width_at_insertion"] == 6
+    new = dict(cn.model.named_modules())[d["new_layer"]]
+    assert isinstance(new, nn.Conv2d) and new.out_channels == d["width"] < 6
+    assert cn.model.fc.in_features == d["width"] * 64
+    check_consistent(cn.model, cn.optimizer)

@@ -168,7 +168,7 @@ def compact_factors(
 
 
 def _groups(
-    producer: nn.Module, consumer: nn.Module, bn: nn.Module | None
+    producer: nn.Module, consumer: nn.Module, bn: nn.Module | None, factor: int = 1
 ) -> list[tuple[Tensor, int]]:
     """(tensor, unit dimension) of every tensor in the units' groups."""
     if not isinstance(producer, _LAYERS) or not isinstance(consumer, _LAYERS):
@@ -177,12 +177,17 @@ def _groups(
             f"{type(producer).__name__} -> {type(consumer).__name__}"
         )
     width = producer.weight.shape[0]
-    if consumer.weight.shape[1] != width:
+    fan_out = consumer.weight
+    if isinstance(consumer, nn.Linear) and factor > 1 and fan_out.shape[1] == width * factor:
+        # a conv -> flatten -> Linear hand-over: `factor` inputs per channel, channel-major
+        fan_out = fan_out.view(fan_out.shape[0], width, factor)
+    if fan_out.shape[1] != width:
         raise GrowthInputError(
             f"the consumer reads {consumer.weight.shape[1]} features but the producer has "
-            f"{width} units; group lasso needs the consumer directly after the new layer"
+            f"{width} units (factor {factor}); group lasso needs the consumer directly after "
+            "the new layer"
         )
-    parts = [(producer.weight, 0), (consumer.weight, 1)]
+    parts = [(producer.weight, 0), (fan_out, 1)]
     if producer.bias is not None:
         parts.append((producer.bias, 0))
     if bn is not None:
@@ -197,7 +202,7 @@ def _per_unit(t: Tensor, dim: int) -> Tensor:
 
 
 def unit_group_norms(
-    producer: nn.Module, consumer: nn.Module, bn: nn.Module | None = None
+    producer: nn.Module, consumer: nn.Module, bn: nn.Module | None = None, factor: int = 1
 ) -> Tensor:
     """Per-unit L2 norm of the group ``[fan-in row, bias, BN scale and shift, fan-out column]``.
 
@@ -209,18 +214,24 @@ def unit_group_norms(
         The layer that reads it (directly, apart from an activation).
     bn : nn.BatchNorm2d or nn.BatchNorm1d, optional
         A BatchNorm between them; its per-unit scale and shift join the groups.
+    factor : int
+        Inputs of a Linear consumer per unit (``H*W`` after a conv -> flatten).
 
     Returns
     -------
     Tensor
         ``(units,)``.
     """
-    return sum(_per_unit(t, d) for t, d in _groups(producer, consumer, bn)).sqrt()
+    return sum(_per_unit(t, d) for t, d in _groups(producer, consumer, bn, factor)).sqrt()
 
 
 @torch.no_grad()
 def prox_group_lasso(
-    producer: nn.Module, consumer: nn.Module, step: float, bn: nn.Module | None = None
+    producer: nn.Module,
+    consumer: nn.Module,
+    step: float,
+    bn: nn.Module | None = None,
+    factor: int = 1,
 ) -> Tensor:
     """One proximal step of ``step * sum_j ||group_j||``: group soft-thresholding, in place.
 
@@ -236,7 +247,7 @@ def prox_group_lasso(
     """
     if not step >= 0 or math.isinf(step):
         raise GrowthInputError(f"step must be a finite number >= 0, got {step!r}")
-    parts = _groups(producer, consumer, bn)
+    parts = _groups(producer, consumer, bn, factor)
     norms = sum(_per_unit(t, d) for t, d in parts).sqrt()
     scale = torch.clamp(1.0 - step / norms.clamp_min(1e-30), min=0.0)
     scale = torch.where(norms <= step, torch.zeros_like(scale), scale)

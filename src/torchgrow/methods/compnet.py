@@ -334,7 +334,9 @@ class CompNet:
             generator=self.generator,
         )
 
-    def _epoch(self, prox: tuple[nn.Module, nn.Module, nn.Module | None] | None = None) -> None:
+    def _epoch(
+        self, prox: tuple[nn.Module, nn.Module, nn.Module | None, int] | None = None
+    ) -> None:
         self.model.train()
         lam = self.settings["lam"]
         for x, y in self._loader():
@@ -344,7 +346,7 @@ class CompNet:
             self.optimizer.step()
             if prox is not None and lam > 0:
                 step = self.optimizer.param_groups[0]["lr"] * lam
-                prox_group_lasso(prox[0], prox[1], step, prox[2])
+                prox_group_lasso(*prox[:2], step, *prox[2:])
 
     def _val(self) -> dict[str, float]:
         loader = DataLoader(TensorDataset(self.val_set.x_test, self.val_set.y_test), batch_size=512)
@@ -363,11 +365,12 @@ class CompNet:
         self.history.append(row)
         return row
 
-    def _pair(self, name: str) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    def _pair(self, name: str) -> tuple[nn.Module, nn.Module, nn.Module | None, int]:
         unit = find_unit(self.model, name)
         modules = dict(self.model.named_modules())
         bns = [modules[n] for n in unit.per_channel if isinstance(modules[n], nn.BatchNorm2d)]
-        return modules[name], modules[unit.consumers[0].name], (bns[0] if bns else None)
+        consumer = unit.consumers[0]
+        return modules[name], modules[consumer.name], (bns[0] if bns else None), consumer.factor
 
     # ------------------------------------------------------------------ the algorithm
     def run(self) -> dict[str, Any]:
