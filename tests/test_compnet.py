@@ -195,6 +195,15 @@ def test_deepen_is_exact_for_mlps_and_cnns(variant):
     check_consistent(cnn, opt)
 
 
+def test_morphism_deepening_is_exact_to_float64_precision():
+    # in float32 the paired factors reproduce W h up to rounding (a few ulps of the outputs)
+    model, _, x = trained_mlp()
+    model, x = model.double(), x.double()
+    y = model(x)
+    deepen(model, "fc1", variant="morphism")
+    assert (model(x) - y).abs().max() <= 1e-10
+
+
 def test_deepen_refuses_a_layer_without_a_relu_module_and_changes_nothing():
     model = nn.Sequential(OrderedDict(fc1=nn.Linear(4, 5), act=nn.Tanh(), fc2=nn.Linear(5, 2)))
     before = [p.detach().clone() for p in model.parameters()]
