@@ -6,7 +6,15 @@ import argparse
 import importlib
 import time
 
-BENCHMARKS = ["overhead", "gradmax_student_teacher", "gradmax_images", "nest_lenet"]
+BENCHMARKS = [
+    "overhead",
+    "gradmax_student_teacher",
+    "gradmax_images",
+    "nest_lenet",
+    "nest_study",
+    "autogrow_depth",
+    "compnet_deepen",
+]
 
 
 def main(argv: list[str] | None = None) -> None:
