@@ -7,9 +7,10 @@ Set-ups (one seed each):
 - a small CNN on a 10k Fashion-MNIST subset: conv 3x3 (16) - ReLU - pool -
   conv 3x3 (32) - ReLU - pool - fc; the layer is added after the second conv.
 
-For each, the parent is trained to convergence (SGD, lr 0.1, momentum 0.9,
-batch 128, until the validation loss has not improved for 5 epochs, at most
-60 epochs), then, from copies of the converged parent:
+For each, the parent is trained to convergence (SGD, lr 0.1, 0.05 for the
+CNN, momentum 0.9, batch 128, until the validation loss has not improved for 5
+epochs, at most 60 epochs), then, from copies of the converged parent, at a
+tenth of that rate:
 
 - ``CompNet``: identity insertion after the hidden layer's ReLU, then
   ``sparse_epochs`` with the group-lasso proximal step, trimming of units with
@@ -19,9 +20,9 @@ batch 128, until the validation loss has not improved for 5 epochs, at most
 - ``Net2Net (no compaction)``: identity insertion and the same epochs with
   λ = 0, so the added layer stays as wide as the one it follows;
 - ``Scratch (deeper)``: the child's architecture at full width trained from
-  scratch for the parent's epochs + the child's epochs.
+  scratch for the parent's epochs (at lr) + the child's epochs (at lr / 10).
 
-λ is set so that ``lr * λ * (optimizer steps of the sparse phase) = PROX_BUDGET``
+λ is set so that ``lr/10 * λ * (optimizer steps of the sparse phase) = PROX_BUDGET``
 (3): the norm a unit's group would lose without any gradient pushing back, so
 data sets of different sizes get the same pressure. Validation is a 10 %
 split of the training data; test accuracy is only reported.
@@ -41,14 +42,16 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import markdown_table, write_results
 from torchgrow import data as tg_data
 from torchgrow import methods, models
-from torchgrow.why import count_parameters
+from torchgrow.train import fit
+from torchgrow.why import accuracy, count_parameters
 
 THREADS = 2
-LR = 0.1
+FINETUNE_FACTOR = 0.1  # the children (and the scratch net's last epochs) train at lr / 10
 PROX_BUDGET = 3.0
 WIDTH_GOAL = 0.30  # the added layer at most 30 % of the layer it follows ...
 ACCURACY_GOAL = 0.002  # ... at accuracy >= Net2Net's - 0.2 points
@@ -59,6 +62,7 @@ class Setup:
     name: str
     dataset: str
     model: str  # "mlp100", "mlp256" or "cnn"
+    lr: float = 0.1
     n_train: int | None = None
     sparse_epochs: int = 10
     finetune_epochs: int = 5
@@ -74,8 +78,8 @@ SETUPS = {
         Setup("mnist5k_mlp256", "mnist5k", "mlp256"),
         Setup("fashion_mnist_mlp100", "fashion_mnist", "mlp100", sparse_epochs=5, finetune_epochs=3),
         Setup("fashion_mnist_mlp256", "fashion_mnist", "mlp256", sparse_epochs=5, finetune_epochs=3),
-        Setup("fashion_mnist_cnn", "fashion_mnist", "cnn", n_train=10_000, sparse_epochs=5,
-              finetune_epochs=3),
+        Setup("fashion_mnist_cnn", "fashion_mnist", "cnn", lr=0.05, n_train=10_000,
+              sparse_epochs=5, finetune_epochs=3),
     )
 }  # fmt: skip
 QUICK = {"n_train": 800, "parent_epochs": 3, "sparse_epochs": 2, "finetune_epochs": 1}
@@ -110,8 +114,8 @@ def build(setup: Setup, deeper: bool = False) -> nn.Module:
     return models.mlp([784, width, width, 10] if deeper else [784, width, 10])
 
 
-def _sgd(model: nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+def _sgd(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
 
 def _insertion_point(setup: Setup) -> list[str]:
@@ -124,7 +128,7 @@ def run_setup(setup: Setup) -> dict[str, Any]:
     parent_model = build(setup)
     parent = methods.CompNet(
         parent_model,
-        _sgd(parent_model),
+        _sgd(parent_model, setup.lr),
         ds,
         layers=_insertion_point(setup),
         max_deepenings=0,
@@ -135,7 +139,8 @@ def run_setup(setup: Setup) -> dict[str, Any]:
     parent_out = parent.run()
     parent_epochs = sum(1 for r in parent.history if r["phase"] == "parent")
     steps = math.ceil(len(parent.train_set.x_train) / 128) * setup.sparse_epochs
-    lam = PROX_BUDGET / (LR * steps)
+    finetune_lr = setup.lr * FINETUNE_FACTOR
+    lam = PROX_BUDGET / (finetune_lr * steps)
     result: dict[str, Any] = {
         "setup": asdict(setup),
         "lam": lam,
@@ -164,6 +169,7 @@ def run_setup(setup: Setup) -> dict[str, Any]:
             parent_epochs=0,
             sparse_epochs=setup.sparse_epochs,
             finetune_epochs=setup.finetune_epochs,
+            finetune_lr=finetune_lr,
             tolerance=-1.0,  # report the child whatever its accuracy
             seed=setup.seed,
         )
@@ -185,34 +191,40 @@ def run_setup(setup: Setup) -> dict[str, Any]:
             }
         )
         print(f"{setup.name} {label}: {result['children'][-1]}", flush=True)
-    # the deeper net from scratch, full width, for the same total epochs at the same rate
+    # the deeper net from scratch, full width, for the same total epochs and the same rates:
+    # the parent's epochs at lr, then the children's at lr / 10
     model = build(setup, deeper=True)
-    opt = _sgd(model)
+    opt = _sgd(model, setup.lr)
     total = parent_epochs + setup.sparse_epochs + setup.finetune_epochs
-    scratch = methods.CompNet(
-        model,
-        opt,
-        ds,
-        layers=_insertion_point(setup),
-        max_deepenings=0,
-        parent_epochs=total,
-        patience=total,  # no early stop: the same number of epochs
-        seed=setup.seed,
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda e: 1.0 if e < parent_epochs else FINETUNE_FACTOR
+    )
+    train, val = ds.split_validation(0.1, seed=setup.seed)
+    g = torch.Generator().manual_seed(setup.seed)
+    loaders = (
+        DataLoader(
+            TensorDataset(train.x_train, train.y_train), batch_size=128, shuffle=True, generator=g
+        ),
+        DataLoader(TensorDataset(val.x_test, val.y_test), batch_size=512),
     )
     t = time.perf_counter()
-    out = scratch.run()
+    fit(model, opt, loaders, epochs=total, scheduler=scheduler, eval_every="last", seed=setup.seed)
+    out = {
+        "test_accuracy": accuracy(model, (ds.x_test, ds.y_test)),
+        "val_accuracy": accuracy(model, (val.x_test, val.y_test)),
+    }
     result["children"].append(
         {
             "variant": "Scratch (deeper)",
             "test_accuracy": out["test_accuracy"],
             "val_accuracy": out["val_accuracy"],
-            "parameters": count_parameters(scratch.model),
+            "parameters": count_parameters(model),
             "layer_width": None,
             "width_at_insertion": None,
             "width": 32 if setup.model == "cnn" else (100 if setup.model == "mlp100" else 256),
             "max_abs_delta": None,
             "epochs_to_parent_accuracy": None,
-            "epochs": sum(1 for r in scratch.history if r["phase"] == "parent"),
+            "epochs": total,
             "seconds": time.perf_counter() - t,
         }
     )

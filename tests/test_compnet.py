@@ -325,3 +325,17 @@ def test_compnet_on_a_cnn_groups_the_flattened_fan_out(digits):
     assert isinstance(new, nn.Conv2d) and new.out_channels == d["width"] < 6
     assert cn.model.fc.in_features == d["width"] * 64
     check_consistent(cn.model, cn.optimizer)
+
+
+def test_finetune_lr_applies_from_the_first_deepening(digits):
+    torch.manual_seed(0)
+    model = models.mlp([64, 16, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cn = methods.CompNet(
+        model, opt, digits, parent_epochs=2, sparse_epochs=1, finetune_epochs=1,
+        finetune_lr=0.01, tolerance=-1.0,
+    )  # fmt: skip
+    cn.run()
+    assert all(g["lr"] == 0.01 for g in cn.optimizer.param_groups)
+    with pytest.raises(GrowthInputError, match="finetune_lr"):
+        methods.CompNet(model, opt, digits, finetune_lr=0.0)

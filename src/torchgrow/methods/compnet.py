@@ -230,6 +230,9 @@ class CompNet:
         Epochs without a lower validation loss that count as converged.
     sparse_epochs, finetune_epochs : int
         Fine-tuning with and without the penalty after each deepening. [I]
+    finetune_lr : float, optional
+        Learning rate of every param group from the first deepening on
+        (``None``: the parent's rate). The proximal step is ``finetune_lr * lam``. [I]
     max_deepenings : int
         Most layers added.
     tolerance : float
@@ -260,6 +263,7 @@ class CompNet:
         patience: int = 3,
         sparse_epochs: int = 5,
         finetune_epochs: int = 3,
+        finetune_lr: float | None = None,
         max_deepenings: int = 1,
         tolerance: float = 0.0,
         val_fraction: float = 0.1,
@@ -282,6 +286,8 @@ class CompNet:
             raise GrowthInputError(f"route must be 'finetune' or 'factorise', got {route!r}")
         if route == "factorise" and variant != "morphism":
             raise GrowthInputError("route='factorise' compacts the morphism variant's factors")
+        if finetune_lr is not None and not finetune_lr > 0:
+            raise GrowthInputError(f"finetune_lr must be > 0 or None, got {finetune_lr!r}")
         if not lam >= 0 or not delta >= 0:
             raise GrowthInputError(f"lam and delta must be >= 0, got {lam!r}, {delta!r}")
         if not 0 < val_fraction < 1:
@@ -312,6 +318,7 @@ class CompNet:
             patience=patience,
             sparse_epochs=sparse_epochs,
             finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
             max_deepenings=max_deepenings,
             tolerance=tolerance,
             val_fraction=val_fraction,
@@ -396,6 +403,9 @@ class CompNet:
         self.parent = {k: parent[k] for k in ("val_accuracy", "test_accuracy", "parameters")}
         best_acc = parent["val_accuracy"]
         probe = self.val_set.x_test[:256]
+        if s["finetune_lr"] is not None and s["max_deepenings"]:
+            for group in self.optimizer.param_groups:
+                group["lr"] = s["finetune_lr"]
         for i in range(s["max_deepenings"]):
             layer = self.layers[i % len(self.layers)]
             saved = copy.deepcopy((self.model, self.optimizer))
