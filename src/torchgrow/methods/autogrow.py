@@ -22,7 +22,6 @@ validation here is a held-out split of the training data.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -246,10 +245,9 @@ class AutoGrow:
             self.model.train(mode)
 
     def _grow(self, epoch: int, loader: DataLoader) -> None:
+        arch = dict(zip(self.stages, self.arch_of(), strict=True))
         open_stages = [
-            s
-            for s in self.stages
-            if s not in self.frozen and self.arch_of()[self.stages.index(s)] < self.max_arch[s]
+            s for s in self.stages if s not in self.frozen and arch[s] < self.max_arch[s]
         ]
         chosen = self.where.select(self.stages, open_stages, self.last_grown)
         if not chosen:
@@ -379,4 +377,4 @@ class AutoGrow:
 
     def describe(self) -> dict[str, str]:
         """The why/when/where/how of this run, in words."""
-        return {**DESCRIPTION, "settings": repr(copy.deepcopy(self.settings))}
+        return {**DESCRIPTION, "settings": repr(self.settings)}
