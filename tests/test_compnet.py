@@ -355,3 +355,18 @@ def test_repeated_deepening_stacks_compacted_layers(digits):
     assert len(linears) == 5  # fc1, three added layers, fc2
     assert [d["width_at_insertion"] for d in out["deepenings"]] == [16, 16, 16]
     check_consistent(cn.model, cn.optimizer)
+
+
+def test_training_flops_count_every_training_step(digits):
+    from torchgrow.why import flops_per_example
+
+    torch.manual_seed(0)
+    model = models.mlp([64, 16, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    cn = methods.CompNet(model, opt, digits, parent_epochs=2, patience=5, max_deepenings=0)
+    out = cn.run()
+    n = len(cn.train_set.x_train)
+    assert out["training_flops"] == 2 * 3 * flops_per_example(model, digits.x_test[:2]) * n
+    assert [r["training_flops"] for r in cn.history] == [out["training_flops"] // 2] + [
+        out["training_flops"]
+    ]

@@ -178,7 +178,7 @@ def _widths(text: str) -> list[int]:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``torchgrow`` argument parser (sub-commands ``run`` and ``demo``).
+    """The ``torchgrow`` argument parser (``run``, ``demo``, ``compare``, ``report``).
 
     Returns
     -------
@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="torchgrow",
         description="Grow neural networks while they train.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,compare,report}")
     sub.required = True
 
     methods = "; ".join(f"{m.name}: {m.summary}" for m in METHODS.values())
@@ -281,7 +281,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     demo.set_defaults(subparser=demo)
+    _add_compare_parsers(sub)
     return parser
+
+
+def _add_compare_parsers(sub: Any) -> None:
+    from .contenders import CONTENDERS
+
+    cmp = sub.add_parser(
+        "compare",
+        help="run several growth methods on the same data, budget and seeds, then write a report",
+        description=(
+            "Run each method on each seed with the same data and epoch budget, log every run "
+            "under --out, and write report.md and report.html there. Running it again skips "
+            "finished runs and resumes interrupted ones. Settings not given come from --config "
+            "(if given), else the defaults."
+        ),
+    )
+    cmp.add_argument(
+        "--methods",
+        type=lambda t: [m.strip() for m in t.split(",") if m.strip()],
+        default=None,
+        help=f"comma-separated, from {','.join(CONTENDERS)} (default: all)",
+    )
+    cmp.add_argument("--data", choices=CLI_DATASETS, default=None, help="default fashion_mnist")
+    cmp.add_argument("--budget", default=None, help="training epochs per run (default 10)")
+    cmp.add_argument(
+        "--seeds", type=_positive_int, default=None, help="number of seeds 0..N-1 (default 1)"
+    )
+    cmp.add_argument("--out", type=Path, default=None, help="the comparison's directory")
+    cmp.add_argument("--config", type=Path, default=None, help="a TOML file of settings")
+    cmp.add_argument("--name", default=None, help="a label for the report")
+    cmp.add_argument("--width", type=_positive_int, default=None, help="start width (32)")
+    cmp.add_argument("--lr", type=_positive_float, default=None, help="SGD lr (0.05)")
+    cmp.add_argument("--batch-size", type=_positive_int, default=None, help="default 128")
+    cmp.add_argument("--train-size", type=_positive_int, default=None)
+    cmp.add_argument("--test-size", type=_positive_int, default=None)
+    cmp.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
+    cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    cmp.set_defaults(subparser=cmp)
+    rep = sub.add_parser(
+        "report",
+        help="write report.md and report.html of a comparison directory",
+        description="Write report.md, report.html and the plots of a `torchgrow compare` run.",
+    )
+    rep.add_argument("out", type=Path, help="the comparison's directory")
+    rep.set_defaults(subparser=rep)
 
 
 # --------------------------------------------------------------------------- run
@@ -543,6 +588,61 @@ def _demo_body(args: argparse.Namespace, cfg: DemoConfig, console: Any, arrow: s
         console.print(f"logs written to {args.out}")
 
 
+# --------------------------------------------------------------------------- compare, report
+def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .compare import CompareConfig, parse_budget, run_compare
+    from .errors import GrowthInputError
+
+    try:
+        values = CompareConfig.from_toml(args.config).to_dict() if args.config else {}
+        flags = {
+            "name": args.name,
+            "data": args.data,
+            "methods": args.methods,
+            "seeds": None if args.seeds is None else list(range(args.seeds)),
+            "budget_epochs": None if args.budget is None else parse_budget(args.budget),
+            "width": args.width,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            "train_size": args.train_size,
+            "test_size": args.test_size,
+            "threads": args.threads,
+        }
+        values.update({k: v for k, v in flags.items() if v is not None})
+        cfg = CompareConfig.from_dict(values)
+    except (GrowthInputError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    out = args.out
+    if out is None:
+        if args.config is None:
+            parser.error("give --out DIR (where the runs and the report go)")
+        out = args.config.parent
+    console = make_console()
+    try:
+        results = run_compare(cfg, out, progress=args.progress)
+    except GrowthInputError as exc:
+        parser.error(str(exc))
+    except FileNotFoundError as exc:
+        print(f"torchgrow compare: {exc}", file=sys.stderr)
+        return 2
+    console.print(f"{len(results)} runs finished in {out}")
+    return _cmd_report(argparse.Namespace(out=out))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    try:
+        md, html = write_report(args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"torchgrow report: {exc}", file=sys.stderr)
+        return 2
+    console = make_console()
+    console.print(md.read_text(), markup=False, highlight=False)
+    console.print(f"report written to {md} and {html}")
+    return 0
+
+
 # --------------------------------------------------------------------------- entry point
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``torchgrow`` command.
@@ -563,5 +663,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_run(args, args.subparser)
     if args.command == "demo":
         return _cmd_demo(args)
+    if args.command == "compare":
+        return _cmd_compare(args, args.subparser)
+    if args.command == "report":
+        return _cmd_report(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
     return 2

@@ -47,7 +47,7 @@ from ..how.compnet import (
 )
 from ..ops.depth import insert_after
 from ..ops.units import shrink, widen
-from ..why import accuracy, count_parameters, evaluate, flops_per_example
+from ..why import TrainingCompute, accuracy, count_parameters, evaluate, flops_per_example
 
 __all__ = ["CompNet", "DESCRIPTION", "deepen"]
 
@@ -330,6 +330,7 @@ class CompNet:
         self.generator = torch.Generator().manual_seed(seed)
         self.history: list[dict[str, Any]] = []
         self.deepenings: list[dict[str, Any]] = []
+        self.training_flops = 0  # training steps, 3x the forward FLOPs per example
         self.description = DESCRIPTION
 
     # ------------------------------------------------------------------ pieces
@@ -346,11 +347,14 @@ class CompNet:
     ) -> None:
         self.model.train()
         lam = self.settings["lam"]
+        example = self.val_set.x_test[:2]
+        step_flops = TrainingCompute.step_multiplier * flops_per_example(self.model, example)
         for x, y in self._loader():
             loss = self.loss_fn(self.model(x), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            self.training_flops += step_flops * len(x)
             if prox is not None and lam > 0:
                 step = self.optimizer.param_groups[0]["lr"] * lam
                 prox_group_lasso(*prox[:2], step, *prox[2:])
@@ -367,6 +371,7 @@ class CompNet:
             "val_accuracy": val["accuracy"],
             "test_accuracy": accuracy(self.model, self.test),
             "parameters": count_parameters(self.model),
+            "training_flops": self.training_flops,
             **extra,
         }
         self.history.append(row)
@@ -476,5 +481,6 @@ class CompNet:
             "parameters": count_parameters(self.model),
             "flops_per_example": flops_per_example(self.model, self.val_set.x_test[:1]),
             "deepenings": self.deepenings,
+            "training_flops": self.training_flops,
             "seconds": getattr(self, "seconds", None),
         }

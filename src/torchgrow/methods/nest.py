@@ -48,7 +48,7 @@ from ..partial_area import prune_input_area
 from ..size import Units
 from ..when import Manual
 from ..where import Layers
-from ..why import accuracy, count_parameters, flops_per_example
+from ..why import TrainingCompute, accuracy, count_parameters, flops_per_example
 
 __all__ = ["NeST", "DESCRIPTION"]
 
@@ -235,6 +235,8 @@ class NeST:
         self.generator = torch.Generator().manual_seed(seed)
         self.example = data.x_train[:2]
         self.history: list[dict[str, Any]] = []
+        self.training_flops = 0  # training steps (3x forward, active weights) + scoring passes
+        self.epochs_trained = 0  # including the retraining of rejected pruning candidates
         self.description = DESCRIPTION
 
     # ------------------------------------------------------------ pieces
@@ -249,12 +251,15 @@ class NeST:
 
     def _train(self, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int) -> None:
         model.train()
+        step_flops = TrainingCompute.step_multiplier * flops_per_example(model, self.example)
         for _ in range(epochs):
             for x, y in self._loader():
                 loss = self.loss_fn(model(x), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                self.training_flops += step_flops * len(x)
+            self.epochs_trained += 1
 
     def _growth_batch(self, n: int = 1024) -> tuple[Tensor, Tensor]:
         x, y = self.train_set.x_train, self.train_set.y_train
@@ -272,6 +277,8 @@ class NeST:
             "test_accuracy": accuracy(model, self.test),
             "parameters": count_parameters(model),
             "flops_per_example": flops_per_example(model, self.example),
+            "epochs_trained": self.epochs_trained,
+            "training_flops": self.training_flops,
             **extra,
         }
         self.history.append(row)
@@ -345,6 +352,8 @@ class NeST:
             if s["grow_patience"] is not None and since_best >= s["grow_patience"]:
                 break  # growth stopped helping: prune from here instead of densifying further
             batch = self._growth_batch()
+            step_flops = TrainingCompute.step_multiplier * flops_per_example(self.model, self.example)
+            self.training_flops += step_flops * len(batch[0])  # the dense-gradient scoring pass
             added = grow_by_gradient(
                 self.model,
                 batch,
@@ -435,4 +444,6 @@ class NeST:
             "parameters": count_parameters(self.model),
             "flops_per_example": flops_per_example(self.model, self.example),
             "rounds": len(self.history),
+            "epochs_trained": self.epochs_trained,
+            "training_flops": self.training_flops,
         }

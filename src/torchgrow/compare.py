@@ -1,0 +1,430 @@
+"""``torchgrow compare``: several growth methods on the same data, budget and seeds.
+
+A comparison is described by a :class:`CompareConfig` (command-line flags or
+a TOML file) and lives in one directory::
+
+    <out>/config.toml           the settings, re-runnable: torchgrow compare --config <out>/config.toml
+    <out>/manifest.json         versions of torchgrow, torch, python, numpy; platform; date; command
+    <out>/runs/<method>/seed<k>/
+        metrics.csv             one row per evaluation: epoch, training_flops, parameters,
+                                flops_per_example, val_accuracy, seconds
+        events.jsonl            one line per structural change (growth, pruning, deepening)
+        result.json             written last, when the run has finished
+        fit/                    checkpoints of resumable runs
+
+Running the same comparison again skips finished runs (those with a
+``result.json``) and resumes an interrupted one from its last checkpoint
+(contenders trained by :func:`torchgrow.train.fit`) or from its start (the
+others). Every method gets the same training-epoch budget; the report
+compares the training FLOPs each one spent.
+
+Methods are the contenders of :mod:`torchgrow.contenders`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from . import data as tg_data
+from .contenders import CONTENDERS, Context, Interrupted, Outcome
+from .errors import GrowthInputError
+from .why import count_parameters, flops_per_example
+
+__all__ = ["CompareConfig", "parse_budget", "run_compare", "RUN_FILES"]
+
+RUN_FILES = ("metrics.csv", "events.jsonl", "result.json")
+METRIC_COLUMNS = (
+    "epoch",
+    "training_flops",
+    "parameters",
+    "flops_per_example",
+    "val_accuracy",
+    "seconds",
+)
+GROWTH_KINDS = ("grow", "deepen")
+"""Event kinds counted as growth events (pruning and trimming are logged, not counted)."""
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """The settings of a comparison (everything needed to re-run it exactly).
+
+    Attributes
+    ----------
+    name : str
+        A label for the report.
+    data : str
+        An offline data set (:func:`torchgrow.data.load`).
+    methods : tuple of str
+        Contender names (:data:`torchgrow.contenders.CONTENDERS`).
+    seeds : tuple of int
+        One run per method and seed.
+    budget_epochs : int
+        Training epochs every method gets.
+    width : int
+        Hidden width of the starting networks.
+    grow_factor : float
+        Width growth ends at ``grow_factor x width``; NeST's seed architecture
+        has that width.
+    grow_times : int
+        Growth steps of the width-growth contenders.
+    batch_size : int
+        Training batch size.
+    lr : float
+        SGD learning rate (momentum 0.9) of every method.
+    val_fraction : float
+        Share of the training split held out for validation (decisions and
+        curves); test accuracy is only reported.
+    train_size, test_size : int, optional
+        Random subsets of the data (seeded with 0, the same for all runs).
+    threads : int, optional
+        ``torch.set_num_threads``.
+    """
+
+    name: str = "compare"
+    data: str = "fashion_mnist"
+    methods: tuple[str, ...] = ("static", "random", "gradmax", "nest", "autogrow", "compnet")
+    seeds: tuple[int, ...] = (0,)
+    budget_epochs: int = 10
+    width: int = 32
+    grow_factor: float = 4.0
+    grow_times: int = 4
+    batch_size: int = 128
+    lr: float = 0.05
+    val_fraction: float = 0.1
+    train_size: int | None = None
+    test_size: int | None = None
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        unknown = [m for m in self.methods if m not in CONTENDERS]
+        if unknown or not self.methods:
+            raise GrowthInputError(
+                f"unknown methods {unknown} (or none given); choose from {sorted(CONTENDERS)}"
+            )
+        if len(set(self.methods)) != len(self.methods):
+            raise GrowthInputError(f"methods are repeated: {list(self.methods)}")
+        if self.data not in tg_data.DATASETS:
+            raise GrowthInputError(
+                f"unknown data set {self.data!r}; choose from {sorted(tg_data.DATASETS)}"
+            )
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise GrowthInputError(f"seeds must be distinct and at least one: {self.seeds}")
+        for name in ("budget_epochs", "width", "grow_times", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GrowthInputError(f"{name} must be a positive int, got {value!r}")
+        if self.budget_epochs < 3:
+            raise GrowthInputError(
+                f"budget_epochs must be at least 3 (NeST and CompNet split it into phases), "
+                f"got {self.budget_epochs}"
+            )
+        if not self.grow_factor >= 1:
+            raise GrowthInputError(f"grow_factor must be >= 1, got {self.grow_factor!r}")
+        if not self.lr > 0:
+            raise GrowthInputError(f"lr must be > 0, got {self.lr!r}")
+        if not 0 < self.val_fraction < 1:
+            raise GrowthInputError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+
+    # ------------------------------------------------------------------ TOML
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain values (``None`` left out)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def to_toml(self) -> str:
+        """The settings as TOML (read back by :meth:`from_toml`)."""
+        lines = ["# torchgrow compare settings: torchgrow compare --config <this file>"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CompareConfig:
+        """Settings from a dict; unknown keys are an error.
+
+        Parameters
+        ----------
+        values : dict
+            Keys are the attribute names.
+
+        Returns
+        -------
+        CompareConfig
+            The settings.
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise GrowthInputError(f"unknown settings {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> CompareConfig:
+        """Read settings written by :meth:`to_toml` (or by hand).
+
+        Parameters
+        ----------
+        path : str or Path
+            A TOML file.
+
+        Returns
+        -------
+        CompareConfig
+            The settings.
+        """
+        try:
+            values = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no config file at {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise GrowthInputError(f"{path} is not valid TOML: {exc}") from exc
+        return cls.from_dict(values)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def parse_budget(text: str) -> int:
+    """``"10"``, ``"10ep"`` or ``"10epochs"`` -> 10 training epochs.
+
+    Parameters
+    ----------
+    text : str
+        The ``--budget`` value.
+
+    Returns
+    -------
+    int
+        Epochs.
+    """
+    t = text.strip().lower()
+    for suffix in ("epochs", "epoch", "ep"):
+        if t.endswith(suffix):
+            t = t[: -len(suffix)]
+            break
+    else:
+        if t.endswith("flops"):
+            raise GrowthInputError(
+                f"--budget {text}: a training-FLOPs budget is not supported; give epochs "
+                "(e.g. --budget 10). Every method gets the same epochs, and the report "
+                "compares the training FLOPs each one spent"
+            )
+    try:
+        epochs = int(t)
+    except ValueError:
+        raise GrowthInputError(
+            f"--budget must be a number of epochs like 10, got {text!r}"
+        ) from None
+    if epochs < 1:
+        raise GrowthInputError(f"--budget must be at least 1 epoch, got {text!r}")
+    return epochs
+
+
+def manifest(command: str | None = None) -> dict[str, Any]:
+    """Versions and machine facts recorded with a comparison."""
+    return {
+        "torchgrow": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": command or "torchgrow " + " ".join(sys.argv[1:]),
+    }
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _load_data(cfg: CompareConfig) -> tg_data.Dataset:
+    ds = tg_data.load(cfg.data)
+    if cfg.train_size is not None or cfg.test_size is not None:
+        ds = ds.subset(cfg.train_size, cfg.test_size, seed=0)
+    return ds
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    """The directory of one run."""
+    return out / "runs" / method / f"seed{seed}"
+
+
+def _result(
+    cfg: CompareConfig, method: str, seed: int, outcome: Outcome, ds: tg_data.Dataset, wall: float
+) -> dict[str, Any]:
+    deltas = [e["max_abs_delta"] for e in outcome.events if e["max_abs_delta"] is not None]
+    return {
+        "method": method,
+        "seed": seed,
+        "description": dict(CONTENDERS[method].description),
+        "model": outcome.model_name,
+        "test_accuracy": outcome.test_accuracy,
+        "val_accuracy": outcome.val_accuracy,
+        "parameters": count_parameters(outcome.model),
+        "flops_per_example": flops_per_example(outcome.model, ds.x_test[:2]),
+        "training_flops": int(outcome.training_flops),
+        "wall_seconds": wall,
+        "growth_events": sum(e["kind"] in GROWTH_KINDS for e in outcome.events),
+        "max_abs_delta": max(deltas) if deltas else None,
+        "epochs": outcome.epochs,
+        "extra": outcome.extra,
+    }
+
+
+def _write_run(path: Path, outcome: Outcome, result: dict[str, Any]) -> None:
+    with open(path / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for row in outcome.rows:
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in METRIC_COLUMNS})
+    with open(path / "events.jsonl", "w") as fh:
+        for event in outcome.events:
+            fh.write(json.dumps(event) + "\n")
+    _write_atomic(path / "result.json", json.dumps(result, indent=2) + "\n")
+
+
+def _check_same(out: Path, cfg: CompareConfig) -> None:
+    path = out / "config.toml"
+    if not path.exists():
+        return
+    old = CompareConfig.from_toml(path)
+    if old != cfg:
+        diff = {
+            k: (v, cfg.to_dict().get(k))
+            for k, v in old.to_dict().items()
+            if cfg.to_dict().get(k) != v
+        }
+        diff.update({k: (None, v) for k, v in cfg.to_dict().items() if k not in old.to_dict()})
+        raise GrowthInputError(
+            f"{out} holds a comparison with other settings {diff} (old, new): resume it with "
+            f"`torchgrow compare --config {path}`, or choose another --out"
+        )
+
+
+def run_compare(
+    cfg: CompareConfig,
+    out: str | Path,
+    *,
+    progress: bool | None = None,
+    stop_after: int | None = None,
+    command: str | None = None,
+) -> list[dict[str, Any]]:
+    """Run every method on every seed (finished runs are skipped, interrupted ones resumed).
+
+    Parameters
+    ----------
+    cfg : CompareConfig
+        The settings.
+    out : str or Path
+        The comparison's directory (created).
+    progress : bool, optional
+        Show a progress bar over the runs on stderr; ``None``: only on a terminal.
+    stop_after : int, optional
+        Simulated interruption: a resumable run stops after this many epochs
+        of this invocation, and :class:`~torchgrow.contenders.Interrupted` is
+        raised. Running again resumes it.
+    command : str, optional
+        The command line recorded in ``manifest.json``.
+
+    Returns
+    -------
+    list of dict
+        The ``result.json`` of every run, in method and seed order.
+    """
+    out = Path(out)
+    _check_same(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / "config.toml", cfg.to_toml())
+    if not (out / "manifest.json").exists():
+        _write_atomic(out / "manifest.json", json.dumps(manifest(command), indent=2) + "\n")
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    ds = _load_data(cfg)
+    jobs = [(m, s) for m in cfg.methods for s in cfg.seeds]
+    results: list[dict[str, Any]] = []
+    if progress is None:
+        progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("compare", total=len(jobs))
+        for method, seed in jobs:
+            path = run_dir(out, method, seed)
+            done = path / "result.json"
+            bar.update(task, description=f"{method} seed {seed}")
+            if done.exists():
+                results.append(json.loads(done.read_text()))
+                bar.advance(task)
+                continue
+            path.mkdir(parents=True, exist_ok=True)
+            contender = CONTENDERS[method]
+            ctx = Context(cfg, ds, seed, path, stop_after if contender.resumable else None)
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            outcome = contender.run(ctx)  # raises Interrupted on a simulated stop
+            wall = time.perf_counter() - start
+            if contender.resumable and outcome.rows:
+                wall = float(outcome.rows[-1]["seconds"])  # fit's clock spans the resumes
+            result = _result(cfg, method, seed, outcome, ds, wall)
+            _write_run(path, outcome, result)
+            results.append(result)
+            bar.advance(task)
+    return results
+
+
+def load_results(out: str | Path) -> list[dict[str, Any]]:
+    """The ``result.json`` of every finished run under ``out``."""
+    return [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*/seed*/result.json"))]
+
+
+__all__ += ["Interrupted", "load_results", "manifest", "run_dir"]
+
+
+def compare_methods() -> Sequence[str]:
+    """The method names ``torchgrow compare`` knows."""
+    return tuple(CONTENDERS)
