@@ -40,12 +40,14 @@ Net2Net's final validation accuracy, counted from the insertion for the
 children and from initialisation for the net trained from scratch.
 
 **Repeated deepening.** ``CompNet(max_deepenings=3, tolerance=0)`` on the MLPs
-with the middle budget: deepen, compact, fine-tune, and deepen again while
-validation accuracy improves.
+with the budget the sweep chose for the identity variant: deepen, compact,
+fine-tune, and deepen again while validation accuracy improves.
 
-Run ``python -m benchmarks.compnet_deepen`` (3 seeds); ``--seeds 1`` runs one
-seed and merges it into the committed results (so seeds can run in parallel
-processes); ``--quick`` is a smoke run.
+Run ``python -m benchmarks.compnet_deepen`` (3 seeds: the sweep, then repeated
+deepening). ``--part sweep`` or ``--part repeated`` runs one part (repeated
+deepening reads the chosen budgets from the committed sweep); ``--seeds 1``
+runs one seed and merges it into the committed results (so set-ups and seeds
+can run in parallel processes); ``--quick`` is a smoke run.
 """
 
 from __future__ import annotations
@@ -76,8 +78,7 @@ from torchgrow.why import accuracy, count_parameters
 THREADS = 2
 SEEDS = (0, 1, 2)
 FINETUNE_FACTOR = 0.1  # the children (and the scratch net's last epochs) train at lr / 10
-PROX_BUDGETS = (0.1, 0.3, 1.0, 3.0)
-REPEAT_BUDGET = 1.0
+PROX_BUDGETS = (0.3, 1.0, 1.5, 2.0, 2.5, 3.0)
 REPEAT_DEEPENINGS = 3
 WIDTH_GOAL = 0.30  # the added layer at most 30 % of the layer it follows ...
 ACCURACY_GOAL = 0.002  # ... at accuracy >= Net2Net's - 0.2 points
@@ -282,7 +283,7 @@ def _scratch(setup: Setup, ds: tg_data.Dataset, parent_epochs: int) -> dict[str,
     }
 
 
-def run_repeated(setup: Setup, budget: float = REPEAT_BUDGET) -> dict[str, Any]:
+def run_repeated(setup: Setup, budget: float) -> dict[str, Any]:
     """CompNet with up to ``REPEAT_DEEPENINGS`` deepenings, kept while validation improves."""
     ds = load(setup)
     model = build(setup)
@@ -477,9 +478,9 @@ def markdown(payload: dict[str, Any]) -> str:
     if payload.get("repeated"):
         parts.append(
             f"\n## Repeated deepening\n\n`CompNet(max_deepenings={REPEAT_DEEPENINGS}, "
-            f"tolerance=0)`, budget {REPEAT_BUDGET:g}: a layer is added after the hidden "
-            "layer, compacted and fine-tuned; the next one is added while validation accuracy "
-            "improves; the last (not kept) is undone.\n\n"
+            "tolerance=0)` with the budget chosen for the identity variant: a layer is added "
+            "after the hidden layer, compacted and fine-tuned; the next one is added while "
+            "validation accuracy improves; the last (not kept) is undone.\n\n"
         )
         rows = []
         for name, seeds in payload["repeated"].items():
@@ -494,6 +495,7 @@ def markdown(payload: dict[str, Any]) -> str:
                     {
                         "set-up": name,
                         "seed": seed,
+                        "budget": r["budget"],
                         "parent val / test %": f"{100 * r['parent']['val_accuracy']:.2f} / "
                         f"{100 * r['parent']['test_accuracy']:.2f}",
                         "deepenings: width, val %": steps,
@@ -529,23 +531,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="smoke run")
     ap.add_argument("--setups", nargs="*", default=list(SETUPS), choices=list(SETUPS))
     ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
-    ap.add_argument("--no-repeated", action="store_true", help="skip repeated deepening")
+    ap.add_argument("--part", choices=("all", "sweep", "repeated"), default="all")
     ap.add_argument("--threads", type=int, default=THREADS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     new: dict[str, dict[str, Any]] = {}
     repeated: dict[str, dict[str, Any]] = {}
+    path = results_dir(args.quick) / "compnet_deepen.json"
     for name in args.setups:
         for seed in args.seeds:
             setup = replace(SETUPS[name], seed=seed)
             if args.quick:
                 setup = replace(setup, **QUICK)
-            new.setdefault(name, {})[str(seed)] = run_seed(setup)
-            if not args.no_repeated and setup.model != "cnn":
-                repeated.setdefault(name, {})[str(seed)] = run_repeated(setup)
+            if args.part in ("all", "sweep"):
+                new.setdefault(name, {})[str(seed)] = run_seed(setup)
+        if args.part in ("all", "repeated") and SETUPS[name].model != "cnn":
+            with _locked(args.quick):
+                done = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+            seeds = {**done.get(name, {}), **new.get(name, {})}
+            if not seeds:
+                raise SystemExit(f"{name}: run the sweep first (--part sweep)")
+            res = summarise(seeds)
+            budget = res["rows"][res["chosen"]["CompNet"]]["budget"]
+            for seed in args.seeds:
+                setup = replace(SETUPS[name], seed=seed)
+                if args.quick:
+                    setup = replace(setup, **QUICK)
+                repeated.setdefault(name, {})[str(seed)] = run_repeated(setup, budget)
     with _locked(args.quick):
-        path = results_dir(args.quick) / "compnet_deepen.json"
         old = json.loads(path.read_text()) if path.exists() else {}
         runs, reps = old.get("runs", {}), old.get("repeated", {})
         for name, seeds in new.items():
