@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test bench lint data clean
+.PHONY: install demo test bench lint data browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +23,18 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
 	fi
 
+# Chromium (Debian's package) lets the test suite open the HTML report in a headless browser.
+# Best effort, like the data: that test skips when Chromium is absent.
+browser:
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+		|| echo "note: could not install chromium; the browser test will skip"; \
+	fi
+
 demo: install
 	$(VENV)/bin/torchgrow demo
 
-test: install data
+test: install data browser
 	$(PY) -m pytest -q
 
 bench: install data

@@ -1,15 +1,23 @@
 """Printed reports of training runs (rich tables; plain text when not a terminal).
 
-For now: :func:`events_table` (the growth events of a run),
+On the console: :func:`events_table` (the growth events of a run),
 :func:`history_table` (per-epoch metrics), :func:`comparison_table` (several
-runs side by side) and :func:`print_run_summary`. Markdown/HTML comparison
-reports will live here too.
+runs side by side) and :func:`print_run_summary`. On disk, for a
+``torchgrow compare`` directory: :func:`write_report` writes ``report.md``,
+a self-contained ``report.html`` and the plots of :mod:`torchgrow.plots`,
+from :func:`load_comparison` and :func:`summarise_comparison`.
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console
@@ -310,3 +318,439 @@ def print_run_summary(
         f"{len(history.events)} growth event(s), training {format_count(last['training_flops'])} "
         f"FLOPs, {last['seconds']:.1f} s"
     )
+
+
+# ------------------------------------------------------------------ comparison reports
+PLOTS = (
+    ("accuracy_vs_flops.png", "Validation accuracy against training FLOPs spent"),
+    ("parameters.png", "Parameters over training; triangles mark growth events"),
+    ("pareto.png", "Final test accuracy against final parameters, with the Pareto front"),
+)
+"""The plots of a comparison report: file name and caption."""
+
+HOW_TO_READ = (
+    "Every method ran on the same data split, epoch budget and seeds. The first four "
+    "columns are each method's own description, stored in its code (`torchgrow.methods`, "
+    "`torchgrow.contenders`), answering why it grows (goal, metric), when (trigger), where "
+    "(which layers or units) and how (initialisation of the new parts). The measured columns: "
+    "**test accuracy** on the held-out test split, mean ± sample standard deviation over "
+    "seeds (every decision a method makes uses a validation split carved from the training "
+    "set); **parameters** and **FLOPs/example** (2 × multiply-accumulates of a forward pass, "
+    "see `torchgrow.why`) of the final network; **training FLOPs**, the compute spent "
+    "training it (3 × forward FLOPs per example seen, summed as the network changed, plus "
+    "any scoring passes a method makes); **wall s**, seconds of the whole run; **growth "
+    "events**, structural additions (units, connections, layers or blocks; pruning and "
+    "trimming are logged but not counted); **max |Δout|**, the largest change of the "
+    "network's output measured at a growth event (≈ 0 for function-preserving methods, "
+    "'-' where not measured). Compare accuracy at matched cost: a method that ends more "
+    "accurate but larger or costlier has bought its accuracy; the Pareto plot shows which "
+    "methods no other beats on both accuracy and size."
+)
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as fh:
+        return [
+            {
+                k: (None if v == "" else float(v) if "." in v or "e" in v else int(v))
+                for k, v in r.items()
+            }
+            for r in csv.DictReader(fh)
+        ]
+
+
+def load_comparison(out: str | Path) -> dict[str, Any]:
+    """Everything a ``torchgrow compare`` directory holds, grouped by method.
+
+    Parameters
+    ----------
+    out : str or Path
+        The comparison's directory.
+
+    Returns
+    -------
+    dict
+        ``config`` (the settings), ``manifest`` (versions, command, date),
+        ``methods`` (method -> ``description`` and ``runs``, each run with its
+        ``seed``, ``result`` (``result.json``), ``metrics`` (``metrics.csv``
+        rows) and ``events`` (``events.jsonl``)), ``missing`` (``(method,
+        seed)`` runs not finished) and ``growth_kinds``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out`` holds no comparison or no finished run.
+    """
+    from .compare import GROWTH_KINDS, CompareConfig, run_dir
+
+    out = Path(out)
+    if not (out / "config.toml").exists():
+        raise FileNotFoundError(
+            f"{out} is not a comparison directory (no config.toml): run `torchgrow compare "
+            f"--out {out}` first"
+        )
+    cfg = CompareConfig.from_toml(out / "config.toml")
+    man_path = out / "manifest.json"
+    comparison: dict[str, Any] = {
+        "config": cfg.to_dict(),
+        "manifest": json.loads(man_path.read_text()) if man_path.exists() else {},
+        "methods": {},
+        "missing": [],
+        "growth_kinds": GROWTH_KINDS,
+    }
+    for method in cfg.methods:
+        for seed in cfg.seeds:
+            path = run_dir(out, method, seed)
+            if not (path / "result.json").exists():
+                comparison["missing"].append((method, seed))
+                continue
+            result = json.loads((path / "result.json").read_text())
+            events = [
+                json.loads(line)
+                for line in (path / "events.jsonl").read_text().splitlines()
+                if line.strip()
+            ]
+            entry = comparison["methods"].setdefault(
+                method, {"description": result["description"], "runs": []}
+            )
+            entry["runs"].append(
+                {
+                    "seed": seed,
+                    "result": result,
+                    "metrics": _read_metrics(path / "metrics.csv"),
+                    "events": events,
+                }
+            )
+    if not comparison["methods"]:
+        raise FileNotFoundError(
+            f"{out} holds no finished run: run `torchgrow compare --config {out / 'config.toml'}`"
+        )
+    return comparison
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+SUMMARY_KEYS = (
+    "test_accuracy",
+    "parameters",
+    "flops_per_example",
+    "training_flops",
+    "wall_seconds",
+    "growth_events",
+)
+"""The per-run numbers averaged over seeds in a comparison report."""
+
+
+def summarise_comparison(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per method: its description and the mean and std over seeds of each measure.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`load_comparison`.
+
+    Returns
+    -------
+    list of dict
+        ``method``, ``description``, ``seeds`` (how many finished), for each
+        key of :data:`SUMMARY_KEYS` a ``(mean, std)`` pair (sample std, 0 for
+        one seed), and ``max_abs_delta``, the largest over seeds (``None`` if
+        never measured).
+    """
+    rows = []
+    for method, entry in comparison["methods"].items():
+        results = [r["result"] for r in entry["runs"]]
+        row: dict[str, Any] = {
+            "method": method,
+            "description": entry["description"],
+            "seeds": len(results),
+        }
+        for key in SUMMARY_KEYS:
+            row[key] = _mean_std([float(r[key]) for r in results])
+        deltas = [r["max_abs_delta"] for r in results if r["max_abs_delta"] is not None]
+        row["max_abs_delta"] = max(deltas) if deltas else None
+        rows.append(row)
+    return rows
+
+
+def _pm(pair: tuple[float, float], fmt: Any, seeds: int) -> str:
+    mean, std = pair
+    return fmt(mean) if seeds < 2 else f"{fmt(mean)} ± {fmt(std)}"
+
+
+def _cells(row: Mapping[str, Any]) -> list[str]:
+    """The formatted cells of one method's row (shared by Markdown and HTML)."""
+    d, n = row["description"], row["seeds"]
+    delta = row["max_abs_delta"]
+    return [
+        d.get("name", row["method"]),
+        d.get("why", "-"),
+        d.get("when", "-"),
+        d.get("where", "-"),
+        d.get("how", "-"),
+        _pm(row["test_accuracy"], lambda x: f"{100 * x:.2f}", n),
+        _pm(row["parameters"], lambda x: f"{x:,.0f}", n),
+        _pm(row["flops_per_example"], lambda x: format_count(round(x)), n),
+        _pm(row["training_flops"], lambda x: format_count(round(x)), n),
+        _pm(row["wall_seconds"], lambda x: f"{x:.1f}", n),
+        _pm(row["growth_events"], lambda x: f"{x:g}", n),
+        "-" if delta is None else f"{delta:.1e}",
+    ]
+
+
+TABLE_HEADER = (
+    "Method",
+    "Why",
+    "When",
+    "Where",
+    "How",
+    "Test acc. %",
+    "Parameters",
+    "FLOPs/example",
+    "Training FLOPs",
+    "Wall s",
+    "Growth events",
+    "max |Δout|",
+)
+
+RUNS_HEADER = (
+    "Method",
+    "Seed",
+    "Model",
+    "Test acc. %",
+    "Parameters",
+    "FLOPs/example",
+    "Training FLOPs",
+    "Wall s",
+    "Growth events",
+    "max |Δout|",
+)
+
+
+def _run_cells(method: str, run: Mapping[str, Any]) -> list[str]:
+    r = run["result"]
+    delta = r["max_abs_delta"]
+    return [
+        method,
+        str(run["seed"]),
+        r["model"],
+        f"{100 * r['test_accuracy']:.2f}",
+        str(r["parameters"]),
+        str(r["flops_per_example"]),
+        str(r["training_flops"]),
+        f"{r['wall_seconds']:.1f}",
+        str(r["growth_events"]),
+        "-" if delta is None else f"{delta:.1e}",
+    ]
+
+
+def _settings_line(comparison: Mapping[str, Any]) -> str:
+    c = comparison["config"]
+    parts = [
+        f"data `{c['data']}`",
+        f"budget {c['budget_epochs']} epochs",
+        f"seeds {', '.join(map(str, c['seeds']))}",
+        f"start width {c['width']}",
+        f"SGD lr {c['lr']}, batch {c['batch_size']}",
+    ]
+    return "; ".join(parts)
+
+
+def _manifest_line(comparison: Mapping[str, Any]) -> str:
+    m = comparison["manifest"]
+    keys = ("torchgrow", "torch", "python", "numpy", "platform", "cpu_count", "date")
+    return ", ".join(f"{k} {m[k]}" for k in keys if k in m)
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) -> str:
+    """The Markdown report of a comparison.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`load_comparison`.
+    plots : bool
+        Link the PNGs of :data:`PLOTS` (written beside the report).
+
+    Returns
+    -------
+    str
+        The report.
+    """
+    c = comparison["config"]
+    title = c.get("name") or "comparison"
+    lines = [f"# torchgrow compare: {title}", "", _settings_line(comparison) + ".", ""]
+    if comparison["manifest"].get("command"):
+        lines += [f"Made by `{comparison['manifest']['command']}`.", ""]
+    lines += ["## How to read this report", "", HOW_TO_READ, "", "## Methods", ""]
+    lines.append("| " + " | ".join(TABLE_HEADER) + " |")
+    lines.append("|" + "---|" * len(TABLE_HEADER))
+    for row in summarise_comparison(comparison):
+        lines.append("| " + " | ".join(_md_escape(x) for x in _cells(row)) + " |")
+    if comparison["missing"]:
+        missing = ", ".join(f"{m} seed {s}" for m, s in comparison["missing"])
+        lines += ["", f"**Not finished (not in the table):** {missing}."]
+    if plots:
+        lines += ["", "## Plots", ""]
+        for name, caption in PLOTS:
+            lines += [f"![{caption}]({name})", "", f"*{caption}.*", ""]
+    lines += ["## Runs", "", "| " + " | ".join(RUNS_HEADER) + " |", "|" + "---|" * len(RUNS_HEADER)]
+    for method, entry in comparison["methods"].items():
+        for run in entry["runs"]:
+            lines.append("| " + " | ".join(_md_escape(x) for x in _run_cells(method, run)) + " |")
+    lines += ["", f"Versions: {_manifest_line(comparison)}.", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.5em; vertical-align: top; }
+th { background: #f0f0f0; }
+td.num { text-align: right; white-space: nowrap; }
+figure { display: inline-block; margin: 0.5em; }
+figcaption { font-size: 0.85em; color: #555; }
+p.note { max-width: 70em; }
+"""
+
+_SCRIPT = """
+var torchgrowErrors = 0;
+window.addEventListener("error", function () { torchgrowErrors += 1; });
+window.addEventListener("load", function () {
+  var ok = 0;
+  document.querySelectorAll("img").forEach(function (im) {
+    if (im.complete && im.naturalWidth > 0) { ok += 1; }
+  });
+  document.body.dataset.imagesLoaded = String(ok);
+  document.body.dataset.errors = String(torchgrowErrors);
+});
+"""
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int) -> str:
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for row in rows:
+        cells = [
+            f'<td class="num">{html.escape(x)}</td>'
+            if i >= numeric_from
+            else f"<td>{html.escape(x)}</td>"
+            for i, x in enumerate(row)
+        ]
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    return "\n".join(out)
+
+
+def comparison_html(comparison: Mapping[str, Any], images: Mapping[str, bytes]) -> str:
+    """The self-contained HTML report: inline CSS, PNGs embedded as data URIs, no network.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`load_comparison`.
+    images : mapping of str to bytes
+        PNG file name (see :data:`PLOTS`) -> its bytes.
+
+    Returns
+    -------
+    str
+        The HTML document. When loaded, its ``<body>`` gets
+        ``data-images-loaded`` (how many images decoded) and ``data-errors``
+        (script errors seen), so a headless browser can check it.
+    """
+    c = comparison["config"]
+    title = html.escape(f"torchgrow compare: {c.get('name') or 'comparison'}")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{title}</title>",
+        f"<style>{_CSS}</style>",
+        f"<script>{_SCRIPT}</script>",
+        "</head><body>",
+        f"<h1>{title}</h1>",
+        f"<p>{html.escape(_settings_line(comparison).replace('`', ''))}.</p>",
+    ]
+    if comparison["manifest"].get("command"):
+        parts.append(
+            f"<p>Made by <code>{html.escape(comparison['manifest']['command'])}</code>.</p>"
+        )
+    parts += [
+        "<h2>How to read this report</h2>",
+        f'<p class="note">{html.escape(HOW_TO_READ.replace("**", "").replace("`", ""))}</p>',
+        "<h2>Methods</h2>",
+        _html_table(TABLE_HEADER, [_cells(r) for r in summarise_comparison(comparison)], 5),
+    ]
+    if comparison["missing"]:
+        missing = ", ".join(f"{m} seed {s}" for m, s in comparison["missing"])
+        parts.append(
+            f"<p><strong>Not finished (not in the table):</strong> {html.escape(missing)}.</p>"
+        )
+    parts.append("<h2>Plots</h2>")
+    for name, caption in PLOTS:
+        if name in images:
+            data = base64.b64encode(images[name]).decode("ascii")
+            parts.append(
+                f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(caption)}.</figcaption></figure>"
+            )
+    runs = [
+        _run_cells(method, run)
+        for method, entry in comparison["methods"].items()
+        for run in entry["runs"]
+    ]
+    parts += [
+        "<h2>Runs</h2>",
+        _html_table(RUNS_HEADER, runs, 3),
+        f"<p>Versions: {html.escape(_manifest_line(comparison))}.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(out: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and the plots of a comparison directory.
+
+    Parameters
+    ----------
+    out : str or Path
+        A directory written by ``torchgrow compare``.
+
+    Returns
+    -------
+    (Path, Path)
+        The Markdown and HTML reports.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``out`` holds no comparison or no finished run.
+    """
+    from . import plots
+
+    out = Path(out)
+    comparison = load_comparison(out)
+    makers = (plots.plot_accuracy_vs_flops, plots.plot_parameters, plots.plot_pareto)
+    images = {}
+    for (name, _), make in zip(PLOTS, makers, strict=True):
+        make(comparison, out / name)
+        images[name] = (out / name).read_bytes()
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(comparison_markdown(comparison))
+    page.write_text(comparison_html(comparison, images))
+    return md, page
+
+
+__all__ += [
+    "load_comparison",
+    "summarise_comparison",
+    "comparison_markdown",
+    "comparison_html",
+    "write_report",
+]

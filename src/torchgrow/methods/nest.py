@@ -352,7 +352,9 @@ class NeST:
             if s["grow_patience"] is not None and since_best >= s["grow_patience"]:
                 break  # growth stopped helping: prune from here instead of densifying further
             batch = self._growth_batch()
-            step_flops = TrainingCompute.step_multiplier * flops_per_example(self.model, self.example)
+            step_flops = TrainingCompute.step_multiplier * flops_per_example(
+                self.model, self.example
+            )
             self.training_flops += step_flops * len(batch[0])  # the dense-gradient scoring pass
             added = grow_by_gradient(
                 self.model,

@@ -1,0 +1,184 @@
+"""Plots of a comparison (matplotlib, drawn off-screen with the Agg backend).
+
+:func:`plot_accuracy_vs_flops`, :func:`plot_parameters` and :func:`plot_pareto`
+each take the comparison loaded by :func:`torchgrow.report.load_comparison`
+and write one PNG. :func:`pareto_front` is the pure computation behind the
+last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display needed; must precede pyplot's import
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["pareto_front", "plot_accuracy_vs_flops", "plot_parameters", "plot_pareto"]
+
+_DPI = 110
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both cost and accuracy.
+
+    Parameters
+    ----------
+    points : sequence of (cost, accuracy)
+        Lower cost and higher accuracy are better.
+
+    Returns
+    -------
+    list of int
+        Indices of the non-dominated points, by increasing cost. A point is
+        dominated when another has cost <= and accuracy >= with at least one
+        strict; of exact duplicates the first is kept.
+    """
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front: list[int] = []
+    best = float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _colours(methods: Sequence[str]) -> dict[str, Any]:
+    cmap = plt.get_cmap("tab10")
+    return {m: cmap(i % 10) for i, m in enumerate(methods)}
+
+
+def _label(comparison: Mapping[str, Any], method: str) -> str:
+    return comparison["methods"][method]["description"].get("name", method)
+
+
+def plot_accuracy_vs_flops(comparison: Mapping[str, Any], path: str | Path) -> Path:
+    """Validation accuracy after each epoch against the training FLOPs spent so far.
+
+    One line per run, coloured by method; growth events are the kinks where a
+    line's slope (FLOPs per epoch) changes.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`torchgrow.report.load_comparison`.
+    path : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    methods = list(comparison["methods"])
+    colours = _colours(methods)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in methods:
+        for k, run in enumerate(comparison["methods"][method]["runs"]):
+            rows = run["metrics"]
+            xs = [r["training_flops"] for r in rows]
+            ys = [100 * r["val_accuracy"] for r in rows]
+            ax.plot(xs, ys, "-o", ms=2.5, lw=1.2, color=colours[method], alpha=0.85,
+                    label=_label(comparison, method) if k == 0 else None)  # fmt: skip
+    ax.set_xlabel("training FLOPs spent")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("Accuracy vs training compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_parameters(comparison: Mapping[str, Any], path: str | Path) -> Path:
+    """Parameters after each epoch against training FLOPs, growth events marked.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`torchgrow.report.load_comparison`.
+    path : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    methods = list(comparison["methods"])
+    colours = _colours(methods)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for method in methods:
+        for k, run in enumerate(comparison["methods"][method]["runs"]):
+            # epoch ends and structural changes in order; an event at an epoch end comes after it
+            points = [(r["training_flops"], 0, r["parameters"]) for r in run["metrics"]]
+            points += [(e["training_flops"], 1, e["parameters_after"]) for e in run["events"]]
+            points.sort(key=lambda p: (p[0], p[1]))
+            ax.step([p[0] for p in points], [p[2] for p in points], where="post", lw=1.2,
+                    color=colours[method], alpha=0.85,
+                    label=_label(comparison, method) if k == 0 else None)  # fmt: skip
+            grow = [e for e in run["events"] if e["kind"] in comparison["growth_kinds"]]
+            if grow:
+                ax.scatter([e["training_flops"] for e in grow],
+                           [e["parameters_after"] for e in grow], marker="^", s=28,
+                           color=colours[method], edgecolors="black", linewidths=0.5,
+                           zorder=3)  # fmt: skip
+    ax.scatter([], [], marker="^", s=28, color="white", edgecolors="black", linewidths=0.5,
+               label="growth event")  # fmt: skip
+    ax.set_xlabel("training FLOPs spent")
+    ax.set_ylabel("parameters")
+    ax.set_title("Model size over training (triangles: growth events)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_pareto(comparison: Mapping[str, Any], path: str | Path) -> Path:
+    """Final test accuracy against final parameters; the Pareto front of the method means.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`torchgrow.report.load_comparison`.
+    path : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    methods = list(comparison["methods"])
+    colours = _colours(methods)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    means: list[tuple[float, float]] = []
+    for method in methods:
+        runs = comparison["methods"][method]["runs"]
+        xs = [r["result"]["parameters"] for r in runs]
+        ys = [100 * r["result"]["test_accuracy"] for r in runs]
+        ax.scatter(xs, ys, s=14, alpha=0.45, color=colours[method])
+        mean = (sum(xs) / len(xs), sum(ys) / len(ys))
+        means.append(mean)
+        ax.scatter(*mean, s=60, color=colours[method], edgecolors="black", linewidths=0.6,
+                   label=_label(comparison, method), zorder=3)  # fmt: skip
+    front = pareto_front(means)
+    if len(front) > 1:
+        ax.plot([means[i][0] for i in front], [means[i][1] for i in front], "--", color="grey",
+                lw=1, zorder=2, label="Pareto front (means)")  # fmt: skip
+    ax.set_xlabel("final parameters")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs size (small dots: seeds; large: mean)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    plt.close(fig)
+    return Path(path)
