@@ -150,3 +150,38 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(method, tmp_path):
     cols = ("epoch", "val_accuracy", "parameters", "training_flops")
     strip = [{k: r[k] for k in cols} for r in _rows(run_dir(tmp_path / "whole", method, 0))]
     assert [{k: r[k] for k in cols} for r in _rows(path)] == strip
+
+
+# ---------------------------------------------------------------- TensorBoard
+def test_tensorboard_curves_equal_the_csv_log(tmp_path):
+    pytest.importorskip("tensorboard", reason="pip install torchgrow[tensorboard]")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = CompareConfig(methods=("compnet",), **TINY)
+    (result,) = run_compare(cfg, tmp_path, tensorboard=True)
+    path = run_dir(tmp_path, "compnet", 0)
+    acc = EventAccumulator(str(path / "tensorboard"))
+    acc.Reload()
+    rows = _rows(path)
+    logged = [(e.step, e.value) for e in acc.Scalars("by_flops/parameters")]
+    assert logged == [(int(r["training_flops"]), float(r["parameters"])) for r in rows]
+    (final,) = acc.Scalars("final/test_accuracy")
+    assert final.value == pytest.approx(result["test_accuracy"])
+    assert len(acc.Scalars("events/deepen_parameters_after")) == result["growth_events"] == 1
+
+
+def test_tensorboard_without_the_package_fails_before_running(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("no tensorboard")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    cfg = CompareConfig(methods=("static",), **TINY)
+    with pytest.raises(GrowthInputError, match="pip install torchgrow\\[tensorboard\\]"):
+        run_compare(cfg, tmp_path, tensorboard=True)
+    assert not run_dir(tmp_path, "static", 0).exists()

@@ -319,6 +319,11 @@ def _add_compare_parsers(sub: Any) -> None:
     cmp.add_argument("--test-size", type=_positive_int, default=None)
     cmp.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
     cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    cmp.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write each run's curves for TensorBoard (pip install torchgrow[tensorboard])",
+    )
     cmp.set_defaults(subparser=cmp)
     rep = sub.add_parser(
         "report",
@@ -619,7 +624,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         out = args.config.parent
     console = make_console()
     try:
-        results = run_compare(cfg, out, progress=args.progress)
+        results = run_compare(cfg, out, progress=args.progress, tensorboard=args.tensorboard)
     except GrowthInputError as exc:
         parser.error(str(exc))
     except FileNotFoundError as exc:

@@ -320,6 +320,43 @@ def _write_run(path: Path, outcome: Outcome, result: dict[str, Any]) -> None:
     _write_atomic(path / "result.json", json.dumps(result, indent=2) + "\n")
 
 
+def _tensorboard_writer() -> Any:
+    """SummaryWriter, or a clear error before any run starts."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:  # the tensorboard package is an optional extra
+        raise GrowthInputError(
+            "tensorboard=True needs the tensorboard package: pip install torchgrow[tensorboard]"
+        ) from exc
+    return SummaryWriter
+
+
+def _write_tensorboard(path: Path, outcome: Outcome, result: dict[str, Any]) -> None:
+    """The run's curves as TensorBoard scalars under ``path / "tensorboard"``.
+
+    Steps are epochs (``by_epoch/...``) and training FLOPs (``by_flops/...``), so
+    runs of different methods line up on either axis.
+    """
+    writer = _tensorboard_writer()(log_dir=str(path / "tensorboard"))
+    try:
+        for row in outcome.rows:
+            for key in ("val_accuracy", "parameters", "flops_per_example"):
+                if row.get(key) is None:  # not measured at this row
+                    continue
+                writer.add_scalar(f"by_epoch/{key}", row[key], int(row["epoch"]))
+                writer.add_scalar(f"by_flops/{key}", row[key], int(row["training_flops"]))
+        for event in outcome.events:
+            writer.add_scalar(
+                f"events/{event['kind']}_parameters_after",
+                event["parameters_after"],
+                int(event["training_flops"]),
+            )
+        writer.add_text("description", json.dumps(result["description"], indent=1))
+        writer.add_scalar("final/test_accuracy", result["test_accuracy"], int(result["epochs"]))
+    finally:
+        writer.close()
+
+
 def _check_same(out: Path, cfg: CompareConfig) -> None:
     path = out / "config.toml"
     if not path.exists():
@@ -345,6 +382,7 @@ def run_compare(
     progress: bool | None = None,
     stop_after: int | None = None,
     command: str | None = None,
+    tensorboard: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every method on every seed (finished runs are skipped, interrupted ones resumed).
 
@@ -362,6 +400,10 @@ def run_compare(
         raised. Running again resumes it.
     command : str, optional
         The command line recorded in ``manifest.json``.
+    tensorboard : bool
+        Also write each run's curves as TensorBoard scalars in its
+        ``tensorboard/`` folder (needs ``pip install torchgrow[tensorboard]``).
+        An output option: it changes no result.
 
     Returns
     -------
@@ -370,6 +412,8 @@ def run_compare(
     """
     out = Path(out)
     _check_same(out, cfg)
+    if tensorboard:
+        _tensorboard_writer()  # fail before any run starts
     out.mkdir(parents=True, exist_ok=True)
     _write_atomic(out / "config.toml", cfg.to_toml())
     if not (out / "manifest.json").exists():
@@ -412,6 +456,8 @@ def run_compare(
                 wall = float(outcome.rows[-1]["seconds"])  # fit's clock spans the resumes
             result = _result(cfg, method, seed, outcome, ds, wall)
             _write_run(path, outcome, result)
+            if tensorboard:
+                _write_tensorboard(path, outcome, result)
             results.append(result)
             bar.advance(task)
     return results

@@ -484,7 +484,7 @@ def _compnet(ctx: Context) -> Outcome:
                 "epoch": epoch,
                 "training_flops": r["training_flops"],
                 "parameters": r["parameters"],
-                "flops_per_example": None,
+                "flops_per_example": r["flops_per_example"],
                 "val_accuracy": r["val_accuracy"],
                 "seconds": time.perf_counter() - start,
             }

@@ -371,6 +371,7 @@ class CompNet:
             "val_accuracy": val["accuracy"],
             "test_accuracy": accuracy(self.model, self.test),
             "parameters": count_parameters(self.model),
+            "flops_per_example": flops_per_example(self.model, self.val_set.x_test[:1]),
             "training_flops": self.training_flops,
             **extra,
         }
