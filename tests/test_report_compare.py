@@ -30,7 +30,7 @@ TINY = dict(data="digits", budget_epochs=3, width=8, batch_size=64, threads=1)
 def _table(md: str, header: tuple[str, ...]) -> list[dict[str, str]]:
     """The rows of the Markdown table whose header is ``header``, as dicts."""
     lines = md.splitlines()
-    start = lines.index("| " + " | ".join(header) + " |")
+    start = lines.index("| " + " | ".join(h.replace("|", "\\|") for h in header) + " |")
     rows = []
     for line in lines[start + 2 :]:
         if not line.startswith("|"):

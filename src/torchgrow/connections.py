@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from . import distributed
 from .errors import GrowthInputError
 from .graph import find_unit, growable_units
 from .how import fan_out_vectors
@@ -92,7 +93,10 @@ def dense_weight_gradients(
     Returns
     -------
     dict
-        Layer name -> gradient shaped like its weight.
+        Layer name -> gradient shaped like its weight. Under
+        ``torch.distributed`` each rank passes its share of the batch and every
+        rank gets the gradient of the whole batch (the ranks' gradients
+        averaged, weighted by their shares' sizes).
     """
     chosen = _layers(model, layers, masked_only=False)
     x, y = split_batch(batch)
@@ -136,7 +140,7 @@ def dense_weight_gradients(
                 dilation=m.dilation,
                 groups=m.groups,
             )
-    return out
+    return distributed.weighted_mean(out, len(x))
 
 
 def grow_by_gradient(

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import distributed
 from .errors import GrowthInputError
 from .graph import GrowableUnit, find_unit, growable_units
 from .how import How, Init, Zero
@@ -194,6 +195,13 @@ class Grower:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GrowthInputError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            raise GrowthInputError(
+                "torch's DistributedDataParallel cannot follow a change of parameters: wrap the "
+                "model in torchgrow.distributed.GrowingDDP instead (a drop-in that rebuilds the "
+                "DDP wrapper after each growth step), and pass that or the bare model"
+            )
+        model = distributed.unwrap(model)
         if not isinstance(when, When):
             raise GrowthInputError(f"when must be a torchgrow.when trigger, got {when!r}")
         self.model = model
@@ -236,9 +244,15 @@ class Grower:
         return self.grow(batch, loss_fn)
 
     def observe(self, **metrics: float) -> None:
-        """Record metric values (for ``Plateau`` and other metric-driven triggers)."""
+        """Record metric values (for ``Plateau`` and other metric-driven triggers).
+
+        Under ``torch.distributed`` the values are averaged over ranks (every
+        rank must call it with the same names), so triggers fire on every
+        rank at the same step.
+        """
+        metrics = distributed.all_mean({k: float(v) for k, v in metrics.items()})
         for name, value in metrics.items():
-            self.state.metrics.setdefault(name, []).append(float(value))
+            self.state.metrics.setdefault(name, []).append(value)
 
     # ------------------------------------------------------------ growing
     def candidates(self) -> list[GrowableUnit]:
@@ -265,25 +279,29 @@ class Grower:
             One per grown unit.
         """
         loss_fn = loss_fn or self.loss_fn
+        if distributed.is_active():
+            batch = distributed.gather_batch(split_batch(batch))  # the global growth batch
+            distributed.broadcast_buffers(self.model)  # rank 0's running statistics
         x, _ = split_batch(batch)
         units = self.where.select(self.candidates(), self.state)
         if not units:
             warnings.warn("growth step selected no unit: nothing grows", stacklevel=2)
             return []
-        start = time.perf_counter()
-        ks = {u.name: self.size.units(u) for u in units}
-        stats: Statistics | None = None
-        if self.how.needs:
-            stats = gather(self.model, batch, loss_fn, units, self.how.needs)
-        shapes = {u.name: _block_shapes(self.model, u, ks[u.name]) for u in units}
-        inits: dict[str, Init] = {
-            u.name: self.how.init(u, ks[u.name], stats, self.model) for u in units
-        }
-        prep = (time.perf_counter() - start) / len(units)
-        y_prev = _forward_eval(self.model, x) if self.measure else None
         done: list[tuple[GrowableUnit, int]] = []
         events: list[GrowthEvent] = []
+        agreeing = False
         try:
+            start = time.perf_counter()
+            ks = {u.name: self.size.units(u) for u in units}
+            stats: Statistics | None = None
+            if self.how.needs:
+                stats = gather(self.model, batch, loss_fn, units, self.how.needs)
+            shapes = {u.name: _block_shapes(self.model, u, ks[u.name]) for u in units}
+            inits: dict[str, Init] = {
+                u.name: self.how.init(u, ks[u.name], stats, self.model) for u in units
+            }
+            prep = (time.perf_counter() - start) / len(units)
+            y_prev = _forward_eval(self.model, x) if self.measure else None
             for u in units:
                 t0 = time.perf_counter()
                 init = (
@@ -319,7 +337,9 @@ class Grower:
                     y_prev = y_new
                 ev.seconds = prep + time.perf_counter() - t0
                 events.append(ev)
-        except BaseException:
+            agreeing = True
+            distributed.agree("the growth step", self.model, self.optimizer)
+        except BaseException as exc:
             for u, width in reversed(done):
                 shrink(
                     self.model,
@@ -328,7 +348,10 @@ class Grower:
                     optimizer=self.optimizer,
                     unknown_optimizer=self.unknown_optimizer,
                 )
+            if not agreeing and distributed.is_active():
+                distributed.agree("the growth step", self.model, self.optimizer, error=exc)
             raise
+        distributed.broadcast_model(self.model)  # bit-identical replicas
         if self.measure:
             self._measure_gradients(events, batch, loss_fn)
         self.state.events += 1

@@ -477,8 +477,9 @@ def summarise_comparison(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _pm(pair: tuple[float, float], fmt: Any, seeds: int) -> str:
+    """``mean ± std``; the mean alone for one seed or when every seed gave the same value."""
     mean, std = pair
-    return fmt(mean) if seeds < 2 else f"{fmt(mean)} ± {fmt(std)}"
+    return fmt(mean) if seeds < 2 or std == 0 else f"{fmt(mean)} ± {fmt(std)}"
 
 
 def _cells(row: Mapping[str, Any]) -> list[str]:
@@ -496,7 +497,7 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         _pm(row["flops_per_example"], lambda x: format_count(round(x)), n),
         _pm(row["training_flops"], lambda x: format_count(round(x)), n),
         _pm(row["wall_seconds"], lambda x: f"{x:.1f}", n),
-        _pm(row["growth_events"], lambda x: f"{x:g}", n),
+        _pm(row["growth_events"], lambda x: f"{x:.3g}", n),
         "-" if delta is None else f"{delta:.1e}",
     ]
 
@@ -590,7 +591,7 @@ def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) ->
     if comparison["manifest"].get("command"):
         lines += [f"Made by `{comparison['manifest']['command']}`.", ""]
     lines += ["## How to read this report", "", HOW_TO_READ, "", "## Methods", ""]
-    lines.append("| " + " | ".join(TABLE_HEADER) + " |")
+    lines.append("| " + " | ".join(_md_escape(h) for h in TABLE_HEADER) + " |")
     lines.append("|" + "---|" * len(TABLE_HEADER))
     for row in summarise_comparison(comparison):
         lines.append("| " + " | ".join(_md_escape(x) for x in _cells(row)) + " |")
@@ -601,7 +602,8 @@ def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) ->
         lines += ["", "## Plots", ""]
         for name, caption in PLOTS:
             lines += [f"![{caption}]({name})", "", f"*{caption}.*", ""]
-    lines += ["## Runs", "", "| " + " | ".join(RUNS_HEADER) + " |", "|" + "---|" * len(RUNS_HEADER)]
+    lines += ["## Runs", "", "| " + " | ".join(_md_escape(h) for h in RUNS_HEADER) + " |"]
+    lines.append("|" + "---|" * len(RUNS_HEADER))
     for method, entry in comparison["methods"].items():
         for run in entry["runs"]:
             lines.append("| " + " | ".join(_md_escape(x) for x in _run_cells(method, run)) + " |")

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from . import io as tg_io
 from .data import Dataset
 from .grower import Grower, GrowthEvent, default_loss
@@ -425,23 +426,30 @@ def _train_epoch(
     compute: TrainingCompute,
     bar: _Progress,
     step: int,
+    forward: nn.Module | None = None,
 ) -> tuple[float, list[GrowthEvent], int]:
-    """One pass over ``loader``; returns the mean loss, the growth events and the step count."""
+    """One pass over ``loader``; returns the mean loss, the growth events and the step count.
+
+    Under ``torch.distributed`` each global batch of ``loader`` is cut into one
+    slice per rank, the forward pass goes through :class:`GrowingDDP`, and the
+    local loss is weighted so the averaged gradient is the global batch's.
+    """
     device = _model_device(model)
     model.train()
+    forward = forward if forward is not None else model
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     n_seen = 0
     events: list[GrowthEvent] = []
-    for batch in loader:
-        x, y = batch[0].to(device), batch[1].to(device)
-        loss = loss_fn(model(x), y)
+    for x, y, bs in distributed.sharded_batches(loader):
+        x, y = x.to(device), y.to(device)
+        local = loss_fn(forward(x), y)
+        loss = local * distributed.loss_weight(len(x), bs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        bs = int(x.shape[0])
         compute.add_step(bs)
-        loss_sum += loss.detach().to(torch.float64) * bs
-        n_seen += bs
+        loss_sum += local.detach().to(torch.float64) * len(x)
+        n_seen += len(x)
         step += 1
         if step_scheduler is not None:
             step_scheduler.step()
@@ -452,7 +460,15 @@ def _train_epoch(
                 compute.refresh()  # the architecture changed
                 events.extend(grown)
         bar.batch()
+    if distributed.is_active():
+        loss_sum, n_seen = distributed.all_sum(loss_sum, n_seen)
     return float(loss_sum) / max(n_seen, 1), events, step
+
+
+def _all_examples(loader: Any) -> tuple[Tensor, Tensor]:
+    """Every ``(x, y)`` of an evaluation loader, concatenated (for sharded evaluation)."""
+    xs, ys = zip(*((b[0], b[1]) for b in loader), strict=True)
+    return torch.cat(xs), torch.cat(ys)
 
 
 # --------------------------------------------------------------------------- fit
@@ -633,13 +649,19 @@ def fit(
     evaluable = _has_examples(test_loader)
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    progress = progress and distributed.rank() == 0
     try:
         n_batches: int | None = len(train_loader)
     except TypeError:
         n_batches = None
+    ddp = distributed.GrowingDDP(model) if distributed.is_active() else None
     started = time.perf_counter()
     completed = True
-    writer = writer_cls(log_dir=str(log_path)) if writer_cls is not None else None
+    writer = (
+        writer_cls(log_dir=str(log_path))
+        if writer_cls is not None and distributed.rank() == 0
+        else None
+    )
     try:
         with _Progress(progress, epochs, start_epoch) as bar:
             for epoch in range(start_epoch + 1, epochs + 1):
@@ -655,6 +677,7 @@ def fit(
                     compute,
                     bar,
                     step,
+                    ddp,
                 )
                 if not math.isfinite(train_loss):
                     warnings.warn(f"epoch {epoch}: the training loss is {train_loss}", stacklevel=2)
@@ -662,7 +685,11 @@ def fit(
                 if evaluable and (
                     eval_every == "epoch" or (eval_every == "last" and epoch == epochs)
                 ):
-                    res = evaluate(model, test_loader, loss_fn)  # type: ignore[arg-type]
+                    res = (
+                        distributed.evaluate(model, _all_examples(test_loader), loss_fn)
+                        if distributed.is_active()
+                        else evaluate(model, test_loader, loss_fn)  # type: ignore[arg-type]
+                    )
                     val_loss = float(res["loss"])
                     val_acc = float(res["accuracy"]) if "accuracy" in res else None
                 if grower is not None:
@@ -700,10 +727,14 @@ def fit(
                         if key != "epoch" and value is not None:
                             writer.add_scalar(key, value, global_step=step)
                     writer.flush()
-                if log_path is not None:
+                if log_path is not None and distributed.rank() == 0:
                     _write_logs(log_path, history)
                 last = epoch == epochs or stop
-                if checkpoint_every is not None and (epoch % checkpoint_every == 0 or last):
+                if (
+                    checkpoint_every is not None
+                    and (epoch % checkpoint_every == 0 or last)
+                    and distributed.rank() == 0
+                ):
                     assert log_path is not None
                     extra = {
                         "kind": "fit",
@@ -722,7 +753,7 @@ def fit(
     finally:
         if writer is not None:
             writer.close()
-    if log_path is not None:
+    if log_path is not None and distributed.rank() == 0:
         _write_logs(log_path, history)
         summary = _summary(history, model, optimizer, grower, epochs, completed)
         (log_path / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False))

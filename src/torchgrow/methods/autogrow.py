@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from .. import distributed
 from ..data import Dataset
 from ..errors import GrowthInputError, require_int
 from ..how.autogrow import AdamInit, BlockInit, DefaultInit, GauInit, last_bn
@@ -253,6 +254,7 @@ class AutoGrow:
         if not chosen:
             return
         assert self.compute is not None
+        distributed.broadcast_buffers(self.model)  # rank 0's BatchNorm statistics everywhere
         old_train_acc = None
         if isinstance(self.init, AdamInit):
             old_train_acc = accuracy(self.model, (self.train_set.x_train, self.train_set.y_train))
@@ -277,6 +279,8 @@ class AutoGrow:
                     **{f"adam_{k}": v for k, v in info.items()},
                 }
             )
+        distributed.agree("AutoGrow's growth step", self.model, self.optimizer)
+        distributed.broadcast_model(self.model)  # bit-identical new blocks on every rank
         delta = float((self._outputs() - before).abs().max())
         for ev in self.events[-len(chosen) :]:
             ev["max_abs_delta"] = delta  # of the whole step (all blocks appended at once)

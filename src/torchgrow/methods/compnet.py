@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from .. import distributed
 from ..data import Dataset
 from ..errors import GrowthInputError, require_int
 from ..graph import GrowableUnit, find_unit, growable_units
@@ -47,7 +48,7 @@ from ..how.compnet import (
 )
 from ..ops.depth import insert_after
 from ..ops.units import shrink, widen
-from ..why import TrainingCompute, accuracy, count_parameters, evaluate, flops_per_example
+from ..why import TrainingCompute, accuracy, count_parameters, flops_per_example
 
 __all__ = ["CompNet", "DESCRIPTION", "deepen"]
 
@@ -349,19 +350,23 @@ class CompNet:
         lam = self.settings["lam"]
         example = self.val_set.x_test[:2]
         step_flops = TrainingCompute.step_multiplier * flops_per_example(self.model, example)
-        for x, y in self._loader():
-            loss = self.loss_fn(self.model(x), y)
+        forward = distributed.GrowingDDP(self.model) if distributed.is_active() else self.model
+        for x, y, n in distributed.sharded_batches(self._loader()):
+            loss = self.loss_fn(forward(x), y) * distributed.loss_weight(len(x), n)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-            self.training_flops += step_flops * len(x)
+            self.training_flops += step_flops * n
             if prox is not None and lam > 0:
                 step = self.optimizer.param_groups[0]["lr"] * lam
                 prox_group_lasso(*prox[:2], step, *prox[2:])
 
     def _val(self) -> dict[str, float]:
-        loader = DataLoader(TensorDataset(self.val_set.x_test, self.val_set.y_test), batch_size=512)
-        return {k: float(v) for k, v in evaluate(self.model, loader, self.loss_fn).items()}
+        data = (self.val_set.x_test, self.val_set.y_test)
+        return {
+            k: float(v)
+            for k, v in distributed.evaluate(self.model, data, self.loss_fn, batch_size=512).items()
+        }
 
     def _row(self, phase: str, **extra: Any) -> dict[str, Any]:
         val = self._val()
@@ -369,7 +374,7 @@ class CompNet:
             "phase": phase,
             "val_loss": val["loss"],
             "val_accuracy": val["accuracy"],
-            "test_accuracy": accuracy(self.model, self.test),
+            "test_accuracy": distributed.accuracy(self.model, self.test),
             "parameters": count_parameters(self.model),
             "flops_per_example": flops_per_example(self.model, self.val_set.x_test[:1]),
             "training_flops": self.training_flops,
@@ -427,6 +432,8 @@ class CompNet:
                 compact=s["lam"] if factorise else None,
                 optimizer=self.optimizer,
             )
+            distributed.agree("CompNet's deepening", self.model, self.optimizer)
+            distributed.broadcast_model(self.model)
             with torch.no_grad():
                 delta_out = float((self.model(probe) - before).abs().max())
             width0 = self._pair(name)[0].weight.shape[0]
@@ -450,6 +457,7 @@ class CompNet:
                 keep = norms.argmax().reshape(1)
             if len(keep) < width0:
                 shrink(self.model, name, keep, optimizer=self.optimizer)
+            distributed.agree("CompNet's trimming", self.model, self.optimizer)
             width = len(keep)
             for e in range(1, s["finetune_epochs"] + 1):
                 self._epoch()

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from .. import distributed
 from ..connections import grow_by_gradient, prune_by_magnitude, remove_dead_units
 from ..data import Dataset
 from ..errors import GrowthInputError, require_int
@@ -250,15 +251,17 @@ class NeST:
         )
 
     def _train(self, model: nn.Module, optimizer: torch.optim.Optimizer, epochs: int) -> None:
+        """``epochs`` passes; under torch.distributed each rank takes its share of each batch."""
         model.train()
         step_flops = TrainingCompute.step_multiplier * flops_per_example(model, self.example)
+        forward = distributed.GrowingDDP(model) if distributed.is_active() else model
         for _ in range(epochs):
-            for x, y in self._loader():
-                loss = self.loss_fn(model(x), y)
+            for x, y, n in distributed.sharded_batches(self._loader()):
+                loss = self.loss_fn(forward(x), y) * distributed.loss_weight(len(x), n)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                self.training_flops += step_flops * len(x)
+                self.training_flops += step_flops * n
             self.epochs_trained += 1
 
     def _growth_batch(self, n: int = 1024) -> tuple[Tensor, Tensor]:
@@ -267,14 +270,14 @@ class NeST:
         return x[idx], y[idx]
 
     def _val(self, model: nn.Module) -> float:
-        return accuracy(model, (self.val_set.x_test, self.val_set.y_test))
+        return distributed.accuracy(model, (self.val_set.x_test, self.val_set.y_test))
 
     def _record(self, phase: str, round_: int, model: nn.Module, **extra: Any) -> dict[str, Any]:
         row = {
             "phase": phase,
             "round": round_,
             "val_accuracy": self._val(model),
-            "test_accuracy": accuracy(model, self.test),
+            "test_accuracy": distributed.accuracy(model, self.test),
             "parameters": count_parameters(model),
             "flops_per_example": flops_per_example(model, self.example),
             "epochs_trained": self.epochs_trained,
@@ -356,16 +359,18 @@ class NeST:
                 self.model, self.example
             )
             self.training_flops += step_flops * len(batch[0])  # the dense-gradient scoring pass
+            local = distributed.shard(batch)  # each rank scores its share; scores are reduced
             added = grow_by_gradient(
                 self.model,
-                batch,
+                local,
                 self.loss_fn,
                 fraction=s["connection_fraction"],
                 init=s["connection_init"],
                 lr=s["connection_lr"],
                 optimizer=self.optimizer,
             )
-            neurons, maps = self._grow_units(batch)
+            distributed.agree("NeST's connection growth", self.model, self.optimizer)
+            neurons, maps = self._grow_units(local)  # the Grower gathers the shares again
             self._train(self.model, self.optimizer, s["grow_epochs"])
             row = self._record(
                 "grow",
@@ -398,6 +403,7 @@ class NeST:
             val = self._val(cand_model)
             accepted = val >= reference - s["tolerance"]
             if accepted:
+                distributed.agree("NeST's pruning", cand_model, cand_opt)
                 self.model, self.optimizer = cand_model, cand_opt
             self._record(
                 "prune",

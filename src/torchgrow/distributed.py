@@ -1,0 +1,450 @@
+"""Growing under data parallelism: ``torch.distributed`` (torchrun, gloo or nccl).
+
+Under ``torchrun --nproc-per-node N`` every rank holds a replica of the model
+and trains on its share of each global batch; gradients are averaged by
+:class:`torch.nn.parallel.DistributedDataParallel`. A growth step changes the
+model's parameters, so three things must hold on every rank afterwards: the
+same architecture, the same new weights, and a DDP wrapper and optimizer that
+know the new parameters. torchgrow does this as follows.
+
+- **Statistics from the global batch.** :meth:`torchgrow.Grower.grow` gathers
+  every rank's growth batch (:func:`gather_batch`), so activations, gradients
+  and the scores computed from them are those of the whole global batch, the
+  same on every rank (and equal to a single process given that batch).
+  Metrics that drive decisions are reduced: :func:`accuracy` and
+  :func:`evaluate` evaluate a share of the data on each rank and sum the
+  counts; :meth:`~torchgrow.Grower.observe` averages observed metrics.
+- **One decision, checked.** After the edit, every rank's architecture and
+  optimizer-state shapes are compared (:func:`agree`); if any rank failed or
+  differs, *every* rank undoes its edit and raises
+  :class:`DistributedGrowthError` saying which rank and why, instead of
+  hanging at the next collective. Then rank 0's values are broadcast
+  (:func:`broadcast_model`), so the replicas are bit-identical even where a
+  computation is not deterministic across devices.
+- **The wrapper follows the model.** :class:`GrowingDDP` is a drop-in for
+  ``DistributedDataParallel`` that rebuilds the DDP wrapper at its first call
+  after the parameters changed. The optimizer is carried by the edit itself
+  (:mod:`torchgrow.ops`), keeping its state.
+- **Shards of global batches.** :func:`shard` cuts each global batch into
+  one contiguous slice per rank, and :func:`loss_weight` scales the local loss
+  so that DDP's averaged gradient equals the single-process gradient of the
+  global batch, even when the slices differ in size.
+
+Everything here is a no-op in a single process (or when no process group is
+initialised), so the same script runs with and without ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .errors import GrowthInputError, TorchgrowError
+
+__all__ = [
+    "DistributedGrowthError",
+    "GrowingDDP",
+    "accuracy",
+    "agree",
+    "all_mean",
+    "all_sum",
+    "broadcast_buffers",
+    "broadcast_model",
+    "disabled",
+    "evaluate",
+    "gather_batch",
+    "is_active",
+    "loss_weight",
+    "rank",
+    "shard",
+    "weighted_mean",
+    "world_size",
+]
+
+_DISABLED = [False]
+
+
+class DistributedGrowthError(TorchgrowError, RuntimeError):
+    """A growth step that the ranks did not complete identically (every rank raises it)."""
+
+
+def is_active() -> bool:
+    """Whether a process group of more than one rank is initialised (and not :func:`disabled`)."""
+    return (
+        not _DISABLED[0]
+        and dist.is_available()
+        and dist.is_initialized()
+        and dist.get_world_size() > 1
+    )
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Treat this process as a single one inside the block (e.g. independent runs per rank)."""
+    old = _DISABLED[0]
+    _DISABLED[0] = True
+    try:
+        yield
+    finally:
+        _DISABLED[0] = old
+
+
+def rank() -> int:
+    """This process's rank (0 in a single process)."""
+    return dist.get_rank() if is_active() else 0
+
+
+def world_size() -> int:
+    """Number of ranks (1 in a single process)."""
+    return dist.get_world_size() if is_active() else 1
+
+
+# ------------------------------------------------------------------ data
+def shard(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """This rank's contiguous slice of a global batch ``(x, y)`` (the whole batch in one process).
+
+    Raises
+    ------
+    GrowthInputError
+        If the batch has fewer examples than there are ranks (a rank would
+        get none, and DDP needs every rank to take part in every step).
+    """
+    x, y = batch[0], batch[1]
+    if not is_active():
+        return x, y
+    w, r = world_size(), rank()
+    if len(x) < w:
+        raise GrowthInputError(
+            f"a global batch of {len(x)} examples cannot be shared by {w} ranks: use a batch "
+            "size of at least the number of ranks (or drop_last=True)"
+        )
+    idx = torch.tensor_split(torch.arange(len(x)), w)[r]
+    return x[idx], y[idx]
+
+
+def loss_weight(n_local: int, n_global: int) -> float:
+    """Factor for the local mean loss so that DDP's gradient average is the global-batch gradient.
+
+    DDP averages the ranks' gradients; with slices of sizes ``n_r`` the
+    global-batch gradient is ``sum_r n_r g_r / N``, so rank ``r`` scales its
+    mean loss by ``W n_r / N``. It is 1 when the slices are equal, and in one
+    process.
+    """
+    return world_size() * n_local / n_global if is_active() else 1.0
+
+
+def sharded_batches(batches: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor, int]]:
+    """``(x_local, y_local, n_global)`` for each global batch of ``batches``."""
+    for batch in batches:
+        x, y = shard((batch[0], batch[1]))
+        yield x, y, len(batch[0])
+
+
+def gather_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Every rank's ``(x, y)`` concatenated in rank order, on every rank.
+
+    The exchange doubles as a check: if a rank's batch is not an ``(x, y)``
+    pair of tensors, every rank raises :class:`DistributedGrowthError`
+    (the others are not left waiting).
+    """
+    if not is_active():
+        return batch
+    try:
+        x, y = batch[0], batch[1]
+        if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+            raise GrowthInputError(
+                f"a growth batch must be (Tensor, Tensor), got ({type(x).__name__}, "
+                f"{type(y).__name__})"
+            )
+        local: Any = (x.detach().cpu(), y.detach().cpu())
+    except Exception as exc:  # noqa: BLE001 - reported to every rank below
+        local = exc
+    gathered: list[Any] = [None] * world_size()
+    dist.all_gather_object(gathered, local if not isinstance(local, Exception) else repr(local))
+    bad = [(r, g) for r, g in enumerate(gathered) if isinstance(g, str)]
+    if bad:
+        if isinstance(local, Exception):
+            raise local
+        raise DistributedGrowthError(
+            "the growth batch was refused on rank(s) "
+            + ", ".join(f"{r} ({msg})" for r, msg in bad)
+            + "; no rank grew"
+        )
+    kinds = [(tuple(gx.shape[1:]), gx.dtype, tuple(gy.shape[1:]), gy.dtype) for gx, gy in gathered]
+    if len(set(kinds)) > 1:
+        raise DistributedGrowthError(
+            "the ranks' growth batches do not fit together (per rank: example shape and dtype "
+            "of inputs, then of targets): "
+            + "; ".join(f"rank {r}: {k}" for r, k in enumerate(kinds))
+            + "; no rank grew"
+        )
+    device = batch[0].device
+    xs, ys = zip(*gathered, strict=True)
+    return torch.cat(xs).to(device), torch.cat(ys).to(device)
+
+
+def all_mean(values: dict[str, float]) -> dict[str, float]:
+    """The mean over ranks of each value (the values themselves in one process)."""
+    if not is_active() or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    t = _all_reduce_sum(t) / world_size()
+    return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
+
+
+def all_sum(*values: float | Tensor) -> tuple[float, ...]:
+    """The sum over ranks of each value (the values themselves in one process)."""
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    if is_active():
+        t = _all_reduce_sum(t)
+    return tuple(float(v) for v in t.tolist())
+
+
+def weighted_mean(tensors: dict[str, Tensor], n_local: int) -> dict[str, Tensor]:
+    """Each tensor averaged over ranks, weighted by the ``n_local`` examples it was computed on.
+
+    For per-rank means over shares of one global batch this is the mean over
+    the whole batch. The dict's keys must be the same on every rank. In one
+    process the tensors are returned unchanged.
+    """
+    if not is_active():
+        return tensors
+    (n_total,) = all_sum(n_local)
+    out = {}
+    for key in sorted(tensors):
+        t = tensors[key] * (n_local / n_total)
+        device = t.device
+        out[key] = _all_reduce_sum(t.detach().clone()).to(device)
+    return {k: out[k] for k in tensors}
+
+
+def _all_reduce_sum(t: Tensor) -> Tensor:
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.cpu()
+
+
+# ------------------------------------------------------------------ evaluation
+def _share(data: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    x, y = data
+    idx = torch.tensor_split(torch.arange(len(x)), world_size())[rank()]
+    return x[idx], y[idx]
+
+
+def evaluate(
+    model: nn.Module,
+    data: tuple[Tensor, Tensor],
+    loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    *,
+    batch_size: int = 1024,
+) -> dict[str, float | int]:
+    """:func:`torchgrow.why.evaluate` over all ranks: each evaluates a share, the sums are reduced.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The replica (not the DDP wrapper).
+    data : tuple of (Tensor, Tensor)
+        The whole evaluation set, the same on every rank.
+    loss_fn : callable, optional
+        As in :func:`torchgrow.why.evaluate`.
+    batch_size : int
+        Evaluation batch size.
+
+    Returns
+    -------
+    dict
+        ``loss``, ``n`` and (for labels) ``accuracy`` of the whole set, equal on
+        every rank.
+    """
+    from . import why
+
+    if not is_active():
+        return why.evaluate(model, data, loss_fn, batch_size=batch_size)
+    broadcast_buffers(model)
+    x, y = _share(data)
+    sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, n
+    labels = True
+    if len(x):
+        res = why.evaluate(model, (x, y), loss_fn, batch_size=batch_size)
+        labels = "accuracy" in res
+        sums[0] = float(res["loss"]) * int(res["n"])
+        sums[1] = float(res.get("accuracy", 0.0)) * int(res["n"])
+        sums[2] = int(res["n"])
+    sums = _all_reduce_sum(sums)
+    n = int(round(float(sums[2])))
+    out: dict[str, float | int] = {"loss": float(sums[0]) / n, "n": n}
+    if labels:
+        out["accuracy"] = round(float(sums[1])) / n
+    return out
+
+
+def accuracy(model: nn.Module, data: tuple[Tensor, Tensor], *, batch_size: int = 1024) -> float:
+    """:func:`torchgrow.why.accuracy` of the whole set, reduced over ranks."""
+    from . import why
+
+    if not is_active():
+        return why.accuracy(model, data, batch_size=batch_size)
+    broadcast_buffers(model)
+    x, y = _share(data)
+    counts = torch.zeros(2, dtype=torch.float64)
+    if len(x):
+        counts[0] = why.accuracy(model, (x, y), batch_size=batch_size) * len(y)
+        counts[1] = len(y)
+    counts = _all_reduce_sum(counts)
+    return round(float(counts[0])) / float(counts[1])
+
+
+# ------------------------------------------------------------------ agreement
+def fingerprint(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> str:
+    """A digest of the architecture: parameter names and shapes, and the optimizer's state shapes."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(f"{name}:{tuple(p.shape)};".encode())
+    for name, b in model.named_buffers():
+        h.update(f"{name}:{tuple(b.shape)};".encode())
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                state = optimizer.state.get(p, {})
+                shapes = sorted(
+                    (k, tuple(v.shape)) for k, v in state.items() if isinstance(v, Tensor)
+                )
+                h.update(f"{tuple(p.shape)}{shapes};".encode())
+    return h.hexdigest()
+
+
+def agree(
+    what: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    error: BaseException | None = None,
+) -> None:
+    """Check that every rank finished ``what`` with the same architecture.
+
+    Every rank must call it once per step, passing ``error`` if its own step
+    failed. If any rank failed, or the architectures differ, every rank raises
+    (the failing rank its own error, the others :class:`DistributedGrowthError`),
+    so callers can undo their edit instead of waiting forever at the next
+    collective.
+    """
+    if not is_active():
+        if error is not None:
+            raise error
+        return
+    mine = {"error": None if error is None else repr(error), "fp": fingerprint(model, optimizer)}
+    everyone: list[Any] = [None] * world_size()
+    dist.all_gather_object(everyone, mine)
+    failed = [(r, e["error"]) for r, e in enumerate(everyone) if e["error"] is not None]
+    if error is not None:
+        raise error
+    if failed:
+        raise DistributedGrowthError(
+            f"{what} failed on rank(s) "
+            + ", ".join(f"{r}: {msg}" for r, msg in failed)
+            + f"; rank {rank()} undid its edit so that every replica stays as it was"
+        )
+    prints = [e["fp"] for e in everyone]
+    if len(set(prints)) > 1:
+        groups: dict[str, list[int]] = {}
+        for r, p in enumerate(prints):
+            groups.setdefault(p, []).append(r)
+        raise DistributedGrowthError(
+            f"after {what} the ranks disagree on the architecture or optimizer state "
+            f"(ranks grouped by digest: {sorted(groups.values())}); every rank undid its edit. "
+            "Check that every rank runs the same model, growth settings and seeds"
+        )
+
+
+def broadcast_buffers(model: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank.
+
+    DDP does this at the start of each forward pass; after the last training
+    step of a phase each rank's buffers hold its own share's statistics, so
+    evaluation and growth call this first.
+    """
+    if not is_active():
+        return
+    with torch.no_grad():
+        for b in model.buffers():
+            dist.broadcast(b.data, src=src)
+
+
+def broadcast_model(model: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameter and buffer values to every rank (shapes must agree)."""
+    if not is_active():
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=src)
+
+
+# ------------------------------------------------------------------ the DDP wrapper
+def _signature(module: nn.Module) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    return tuple((id(p), tuple(p.shape)) for p in module.parameters())
+
+
+class GrowingDDP(nn.Module):
+    """``DistributedDataParallel`` that follows a growing model.
+
+    Use it where you would use ``DistributedDataParallel(model)``; grow
+    ``wrapper.module`` (or pass the wrapper to :class:`torchgrow.Grower`,
+    which unwraps it). At the first call after the model's parameters
+    changed, the DDP wrapper is rebuilt (collectively, on every rank, which
+    all reach it because growth steps happen at the same step everywhere).
+    In a single process it calls the model directly.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The replica.
+    **ddp_kwargs
+        Passed to ``DistributedDataParallel`` (``device_ids``,
+        ``find_unused_parameters``...).
+    """
+
+    def __init__(self, module: nn.Module, **ddp_kwargs: Any) -> None:
+        super().__init__()
+        if isinstance(module, (GrowingDDP, nn.parallel.DistributedDataParallel)):
+            raise GrowthInputError("module is already wrapped: pass the bare model")
+        self.module = module
+        self._ddp_kwargs = ddp_kwargs
+        self._ddp: nn.parallel.DistributedDataParallel | None = None
+        self._built_for: tuple[tuple[int, tuple[int, ...]], ...] | None = None
+        self.rebuilds = 0
+
+    def _current(self) -> nn.Module:
+        if not is_active():
+            return self.module
+        sig = _signature(self.module)
+        if self._ddp is None or sig != self._built_for:
+            # a plain attribute (not a submodule): state_dict() stays the model's own
+            object.__setattr__(
+                self, "_ddp", nn.parallel.DistributedDataParallel(self.module, **self._ddp_kwargs)
+            )
+            self._built_for = sig
+            self.rebuilds += 1
+        return self._ddp  # type: ignore[return-value]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:  # the model's keys, no "module."
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        return self.module.load_state_dict(*args, **kwargs)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a :class:`GrowingDDP`; any other module unchanged."""
+    return model.module if isinstance(model, GrowingDDP) else model

@@ -1,0 +1,211 @@
+"""Scenarios run by the distributed tests under ``torchrun --nproc-per-node 2`` (and alone).
+
+``python tests/ddp_worker.py SCENARIO[,SCENARIO...] OUT`` writes ``OUT/<scenario>-rank<r>.pt`` (or
+``...-single.pt`` when run without torchrun) with what the test compares: the parameters and
+optimizer state after every growth step, the final ones, and the history.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchgrow import Grower, distributed, methods, models
+from torchgrow import data as tg_data
+from torchgrow.how import GradMax as GradMaxHow
+from torchgrow.size import Units
+from torchgrow.train import fit
+from torchgrow.when import Manual
+
+BATCH = 32  # global batch
+
+
+def _opt_state(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    out = []
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            out.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()})
+    return out
+
+
+def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, Any]:
+    return {
+        "params": {k: v.detach().clone() for k, v in model.named_parameters()},
+        "buffers": {k: v.detach().clone() for k, v in model.named_buffers()},
+        "opt": _opt_state(opt) if opt is not None else None,
+    }
+
+
+def _digits() -> tg_data.Dataset:
+    return tg_data.digits().subset(640, 160, seed=0)
+
+
+def _loaders(ds: tg_data.Dataset) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)  # the same global batches on every rank
+    train = DataLoader(
+        TensorDataset(ds.x_train, ds.y_train), batch_size=BATCH, shuffle=True, generator=g
+    )
+    test = DataLoader(TensorDataset(ds.x_test, ds.y_test), batch_size=100)
+    return train, test
+
+
+def _record_growth(grower: Grower, snaps: list[dict[str, Any]]) -> None:
+    """Snapshot the model and optimizer after every growth step."""
+    grow = grower.grow
+
+    def recording(batch: Any, loss_fn: Any = None) -> Any:
+        events = grow(batch, loss_fn)
+        snaps.append(_snapshot(grower.model, grower.optimizer))
+        return events
+
+    grower.grow = recording  # type: ignore[method-assign]
+
+
+def gradmax() -> dict[str, Any]:
+    """GradMax through fit: growth under DDP, then training on."""
+    ds = _digits()
+    torch.manual_seed(0)
+    model = models.mlp([64, 8, 8, 10], activation="relu1")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    grower = methods.GradMax(
+        model, opt, batch_size=128, update_frequency=15, start_iteration=10,
+        n_growth_steps=2, seed=0,
+    )  # fmt: skip
+    snaps: list[dict[str, Any]] = []
+    _record_growth(grower, snaps)
+    history = fit(model, opt, _loaders(ds), epochs=2, grower=grower, progress=False)
+    return {
+        "growths": snaps,
+        "final": _snapshot(model, opt),
+        "rows": [
+            {k: r[k] for k in ("val_accuracy", "val_loss", "train_loss")} for r in history.rows
+        ],
+        "events": len(history.events),
+    }
+
+
+def different_batches() -> dict[str, Any]:
+    """Each rank holds a different growth batch; the gathered (global) one must drive growth."""
+    ds = _digits()
+    torch.manual_seed(0)
+    model = models.mlp([64, 8, 8, 10], activation="relu1")
+    grower = Grower(model, None, when=Manual(), how=GradMaxHow(), size=Units(2), measure=False)
+    halves = [(ds.x_train[:16], ds.y_train[:16]), (ds.x_train[16:40], ds.y_train[16:40])]
+    if distributed.is_active():
+        batch = halves[distributed.rank()]
+    else:  # one process: the two halves together, or one of them (argv[3])
+        which = sys.argv[3] if len(sys.argv) > 3 else "both"
+        batch = (
+            (torch.cat([h[0] for h in halves]), torch.cat([h[1] for h in halves]))
+            if which == "both"
+            else halves[int(which)]
+        )
+    grower.grow(batch)
+    return {"final": _snapshot(model, None)}
+
+
+def _refused(kind: str) -> dict[str, Any]:
+    ds = _digits()
+    torch.manual_seed(0)
+    width = 9 if (kind == "mismatch" and distributed.rank() == 1) else 8
+    model = models.mlp([64, width, 8, 10], activation="relu1")
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    grower = Grower(model, opt, when=Manual(), how=GradMaxHow(), size=Units(2), measure=False)
+    if kind == "failure" and distributed.rank() == 1:
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("simulated failure on rank 1")
+
+        grower.how.init = broken  # type: ignore[method-assign]
+    before = _snapshot(model, opt)
+    batch = (ds.x_train[:16], ds.y_train[:16])
+    if kind == "bad_batch" and distributed.rank() == 1:
+        batch = (ds.x_train[:16, :, :4], ds.y_train[:16])  # images of the wrong size
+    try:
+        grower.grow(batch)
+        error = None
+    except Exception as exc:  # noqa: BLE001 - the test reads the message
+        error = f"{type(exc).__name__}: {exc}"
+    after = _snapshot(model, opt)
+    same = all(torch.equal(before["params"][k], after["params"][k]) for k in before["params"])
+    # the process group still works after the refusal (nobody is stuck in a collective)
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    return {"error": error, "unchanged": same, "allreduce": float(t)}
+
+
+def contender(name: str) -> dict[str, Any]:
+    """A method of ``torchgrow compare`` on digits; a snapshot after every agreed growth step."""
+    import tempfile
+
+    from torchgrow.compare import CompareConfig, _load_data
+    from torchgrow.contenders import CONTENDERS, Context
+
+    snaps: list[dict[str, Any]] = []
+    agree = distributed.agree
+
+    def recording(what: str, model: Any, optimizer: Any = None, **kw: Any) -> None:
+        agree(what, model, optimizer, **kw)
+        snaps.append({"what": what, **_snapshot(model, optimizer)})
+
+    distributed.agree = recording  # every structural step of every method calls it
+    cfg = CompareConfig(
+        methods=(name,), data="digits", budget_epochs=4, width=8, batch_size=32, threads=1
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.manual_seed(0)
+            outcome = CONTENDERS[name].run(Context(cfg, _load_data(cfg), 0, Path(tmp), None))
+    finally:
+        distributed.agree = agree
+    return {
+        "growths": snaps,
+        "final": _snapshot(outcome.model, None),
+        "val": [r["val_accuracy"] for r in outcome.rows],
+        "test_accuracy": outcome.test_accuracy,
+        "training_flops": outcome.training_flops,
+        "events": outcome.events,
+    }
+
+
+SCENARIOS = {
+    **{m: (lambda m=m: contender(m)) for m in ("nest", "autogrow", "compnet", "random")},
+    "gradmax": gradmax,
+    "different_batches": different_batches,
+    "mismatch": lambda: _refused("mismatch"),
+    "failure": lambda: _refused("failure"),
+    "bad_batch": lambda: _refused("bad_batch"),
+}
+
+
+def main() -> None:
+    names, out = sys.argv[1].split(","), Path(sys.argv[2])
+    torch.set_num_threads(1)
+    launched = "RANK" in os.environ
+    if launched:
+        dist.init_process_group("gloo")
+    for name in names:
+        try:
+            result = SCENARIOS[name]()
+        except Exception:
+            traceback.print_exc()
+            raise
+        tag = f"rank{dist.get_rank()}" if launched else "single"
+        if len(sys.argv) > 3:
+            tag += "-" + sys.argv[3]
+        torch.save(copy.deepcopy(result), out / f"{name}-{tag}.pt")
+    if launched:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
