@@ -185,3 +185,33 @@ def test_tensorboard_without_the_package_fails_before_running(tmp_path, monkeypa
     with pytest.raises(GrowthInputError, match="pip install torchgrow\\[tensorboard\\]"):
         run_compare(cfg, tmp_path, tensorboard=True)
     assert not run_dir(tmp_path, "static", 0).exists()
+
+
+# ---------------------------------------------------------------- backends
+MEASURED = ("test_accuracy", "val_accuracy", "parameters", "flops_per_example", "training_flops")
+
+
+def test_the_ray_backend_gives_the_local_backends_results(tmp_path):
+    pytest.importorskip("ray", reason="pip install torchgrow[ray]")
+    cfg = CompareConfig(methods=("static", "compnet"), **TINY)
+    local = run_compare(cfg, tmp_path / "local")
+    remote = run_compare(cfg, tmp_path / "ray", backend="ray")
+    assert [(r["method"], r["seed"]) for r in remote] == [(r["method"], r["seed"]) for r in local]
+    for a, b in zip(local, remote, strict=True):
+        assert {k: a[k] for k in MEASURED} == {k: b[k] for k in MEASURED}, a["method"]
+        path = run_dir(tmp_path / "ray", a["method"], 0)
+        assert json.loads((path / "result.json").read_text())["test_accuracy"] == a["test_accuracy"]
+        assert _rows(path) and (path / "events.jsonl").exists()
+    # finished runs are not repeated on Ray either
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").glob("runs/*/seed0/result.json")}
+    run_compare(cfg, tmp_path / "ray", backend="ray")
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_backend_settings_are_checked(tmp_path):
+    cfg = CompareConfig(methods=("static",), **TINY)
+    with pytest.raises(GrowthInputError, match="backend must be one of"):
+        run_compare(cfg, tmp_path, backend="dask")
+    with pytest.raises(GrowthInputError, match="--address is the address of a Ray cluster"):
+        run_compare(cfg, tmp_path, address="auto")
+    assert not (tmp_path / "runs").exists()

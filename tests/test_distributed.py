@@ -7,6 +7,7 @@ batches, and the tests compare what they saved.
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -127,3 +128,21 @@ def test_disagreement_and_failure_are_errors_on_every_rank_not_hangs(saved, kind
     else:
         assert r0["error"].startswith("DistributedGrowthError")
         assert r1["error"].startswith("DistributedGrowthError")
+
+
+def test_run_with_nproc_2_relaunches_under_torchrun_and_matches_one_process(tmp_path):
+    from torchgrow import cli
+
+    argv = ["run", "--method", "gradmax", "--data", "digits", "--epochs", "2", "--grow-every"]
+    argv += ["10", "--grow-times", "2", "--units", "4", "--batch-size", "32", "--no-progress"]
+    assert cli.main([*argv, "--nproc", "2", "--out", str(tmp_path / "ddp")]) == 0
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    rows = {}
+    for name in ("ddp", "one"):
+        with open(tmp_path / name / "metrics.csv") as fh:
+            rows[name] = list(csv.DictReader(fh))
+    assert len(rows["ddp"]) == len(rows["one"]) == 2
+    for a, b in zip(rows["ddp"], rows["one"], strict=True):
+        for key in ("parameters", "training_flops", "val_accuracy", "growth_events"):
+            assert a[key] == b[key], key
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)

@@ -16,7 +16,10 @@ one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +31,7 @@ import torch
 from torch import nn
 
 from . import data as tg_data
+from . import distributed
 from . import how as tg_how
 from . import models as tg_models
 from .grower import Grower
@@ -176,6 +180,17 @@ def _widths(text: str) -> list[int]:
     return values
 
 
+def _add_nproc(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nproc",
+        type=_positive_int,
+        default=1,
+        help="data-parallel processes on this machine: relaunches the command under torchrun "
+        "(gloo on CPU, nccl on GPUs); for several machines run `torchrun ... -m torchgrow` "
+        "yourself",
+    )
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``torchgrow`` argument parser (``run``, ``demo``, ``compare``, ``report``).
@@ -259,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="progress bar (default: when stderr is a terminal)",
     )
+    _add_nproc(run)
     run.set_defaults(subparser=run)
 
     demo = sub.add_parser(
@@ -319,6 +335,17 @@ def _add_compare_parsers(sub: Any) -> None:
     cmp.add_argument("--test-size", type=_positive_int, default=None)
     cmp.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
     cmp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    cmp.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: runs one after the other here; ray: one Ray task per run "
+        "(pip install torchgrow[ray])",
+    )
+    cmp.add_argument(
+        "--address", default=None, help="with --backend ray: an existing Ray cluster's address"
+    )
+    _add_nproc(cmp)
     cmp.add_argument(
         "--tensorboard",
         action="store_true",
@@ -624,13 +651,22 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         out = args.config.parent
     console = make_console()
     try:
-        results = run_compare(cfg, out, progress=args.progress, tensorboard=args.tensorboard)
+        results = run_compare(
+            cfg,
+            out,
+            progress=args.progress,
+            tensorboard=args.tensorboard,
+            backend=args.backend,
+            address=args.address,
+        )
     except GrowthInputError as exc:
         parser.error(str(exc))
     except FileNotFoundError as exc:
         print(f"torchgrow compare: {exc}", file=sys.stderr)
         return 2
     console.print(f"{len(results)} runs finished in {out}")
+    if distributed.rank() != 0:
+        return 0
     return _cmd_report(argparse.Namespace(out=out))
 
 
@@ -663,7 +699,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (argument errors exit through ``SystemExit(2)``).
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if getattr(args, "nproc", 1) > 1 and "LOCAL_RANK" not in os.environ:
+        if args.command == "compare" and args.backend == "ray":
+            parser.error("--nproc and --backend ray do not mix: Ray runs its own workers")
+        return _launch(argv, args.nproc)
+    if "LOCAL_RANK" in os.environ and args.command in ("run", "compare"):
+        return _as_rank(lambda: _dispatch(parser, args), args)
+    return _dispatch(parser, args)
+
+
+def _launch(argv: list[str], nproc: int) -> int:
+    """Re-run this command under torchrun with ``nproc`` processes; its exit status."""
+    rest, skip = [], False
+    for a in argv:  # drop --nproc N (torchrun's workers must not relaunch)
+        if skip or a == "--nproc":
+            skip = not skip
+            continue
+        if not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += ["--nproc-per-node", str(nproc), "-m", "torchgrow", *rest]
+    return subprocess.call(cmd)
+
+
+def _as_rank(body: Callable[[], int], args: argparse.Namespace) -> int:
+    """Run ``body`` as one rank of a torchrun job: process group up, output on rank 0 only."""
+    import torch.distributed as dist
+
+    device = getattr(args, "device", "cpu")
+    backend = "nccl" if str(device).startswith("cuda") and torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"
+    dist.init_process_group(backend)
+    try:
+        if dist.get_rank() != 0:
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+                return body()
+        return body()
+    finally:
+        dist.destroy_process_group()
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "run":
         return _cmd_run(args, args.subparser)
     if args.command == "demo":

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from . import data as tg_data
 from .contenders import CONTENDERS, Context, Interrupted, Outcome
 from .errors import GrowthInputError
@@ -375,6 +375,117 @@ def _check_same(out: Path, cfg: CompareConfig) -> None:
         )
 
 
+def run_job(
+    cfg: CompareConfig,
+    out: str | Path,
+    method: str,
+    seed: int,
+    *,
+    stop_after: int | None = None,
+    tensorboard: bool = False,
+    ds: tg_data.Dataset | None = None,
+) -> dict[str, Any]:
+    """One run of a comparison: skipped if finished, resumed if interrupted, else started.
+
+    Every backend runs this (the local loop, each Ray task, every rank under
+    ``torchrun``); under ``torch.distributed`` only rank 0 writes.
+
+    Returns
+    -------
+    dict
+        The run's ``result.json``.
+    """
+    out = Path(out)
+    path = run_dir(out, method, seed)
+    done = path / "result.json"
+    finished = done.exists()
+    if distributed.is_active():  # rank 0's view of the directory decides for every rank
+        finished = distributed.broadcast_object(finished)
+    if finished:
+        return json.loads(done.read_text()) if distributed.rank() == 0 else {}
+    writer = distributed.rank() == 0
+    if writer:
+        path.mkdir(parents=True, exist_ok=True)
+    ds = ds if ds is not None else _load_data(cfg)
+    contender = CONTENDERS[method]
+    ctx = Context(cfg, ds, seed, path, stop_after if contender.resumable else None)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    outcome = contender.run(ctx)  # raises Interrupted on a simulated stop
+    wall = time.perf_counter() - start
+    if contender.resumable and outcome.rows:
+        wall = float(outcome.rows[-1]["seconds"])  # fit's clock spans the resumes
+    result = _result(cfg, method, seed, outcome, ds, wall)
+    if distributed.is_active():
+        result["processes"] = distributed.world_size()
+    if writer:
+        _write_run(path, outcome, result)
+        if tensorboard:
+            _write_tensorboard(path, outcome, result)
+    return result
+
+
+def _ray_job(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`run_job` in a Ray worker (one CPU thread unless the settings say otherwise)."""
+    cfg = args[0]
+    torch.set_num_threads(cfg.threads or 1)
+    return run_job(*args, **kwargs)
+
+
+def _run_ray(
+    cfg: CompareConfig,
+    out: Path,
+    jobs: list[tuple[str, int]],
+    *,
+    address: str | None,
+    stop_after: int | None,
+    tensorboard: bool,
+    bar: Any,
+    task: Any,
+) -> list[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError as exc:  # an optional extra
+        raise GrowthInputError(
+            "--backend ray needs the ray package: pip install torchgrow[ray]"
+        ) from exc
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    try:
+        remote = ray.remote(num_cpus=1)(_ray_job)
+        refs = [
+            remote.remote(cfg, str(out.resolve()), m, s, stop_after=stop_after,
+                          tensorboard=tensorboard)
+            for m, s in jobs
+        ]  # fmt: skip
+        pending = {ref: k for k, ref in enumerate(refs)}
+        results: list[dict[str, Any] | None] = [None] * len(refs)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                k = pending.pop(ref)
+                try:
+                    results[k] = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    cause = exc.as_instanceof_cause()
+                    raise cause from None
+                bar.advance(task)
+        return [r for r in results if r is not None]
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+BACKENDS = ("local", "ray")
+"""Where ``run_compare`` runs its jobs: in this process, or as Ray tasks."""
+
+
 def run_compare(
     cfg: CompareConfig,
     out: str | Path,
@@ -383,6 +494,8 @@ def run_compare(
     stop_after: int | None = None,
     command: str | None = None,
     tensorboard: bool = False,
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run every method on every seed (finished runs are skipped, interrupted ones resumed).
 
@@ -404,27 +517,43 @@ def run_compare(
         Also write each run's curves as TensorBoard scalars in its
         ``tensorboard/`` folder (needs ``pip install torchgrow[tensorboard]``).
         An output option: it changes no result.
+    backend : {"local", "ray"}
+        ``"local"``: the runs one after the other in this process (under
+        ``torchrun`` each run is data-parallel over the ranks). ``"ray"``:
+        one Ray task per method and seed, on a local Ray instance or the
+        cluster at ``address`` (``pip install torchgrow[ray]``); the outputs
+        are the same.
+    address : str, optional
+        A Ray cluster's address (``"auto"``, ``"ray://host:10001"``); default:
+        start a local instance.
 
     Returns
     -------
     list of dict
-        The ``result.json`` of every run, in method and seed order.
+        The ``result.json`` of every run, in method and seed order (under
+        ``torch.distributed``, on rank 0; other ranks get empty dicts).
     """
+    if backend not in BACKENDS:
+        raise GrowthInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "ray" and distributed.is_active():
+        raise GrowthInputError("--backend ray runs its own workers: do not launch it with torchrun")
+    if backend != "ray" and address is not None:
+        raise GrowthInputError("--address is the address of a Ray cluster: use --backend ray")
     out = Path(out)
     _check_same(out, cfg)
     if tensorboard:
         _tensorboard_writer()  # fail before any run starts
-    out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "config.toml", cfg.to_toml())
-    if not (out / "manifest.json").exists():
-        _write_atomic(out / "manifest.json", json.dumps(manifest(command), indent=2) + "\n")
+    if distributed.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_atomic(out / "config.toml", cfg.to_toml())
+        if not (out / "manifest.json").exists():
+            _write_atomic(out / "manifest.json", json.dumps(manifest(command), indent=2) + "\n")
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    ds = _load_data(cfg)
     jobs = [(m, s) for m in cfg.methods for s in cfg.seeds]
-    results: list[dict[str, Any]] = []
     if progress is None:
         progress = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    progress = progress and distributed.rank() == 0
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -437,28 +566,20 @@ def run_compare(
         disable=not progress,
     ) as bar:
         task = bar.add_task("compare", total=len(jobs))
+        if backend == "ray":
+            bar.update(task, description=f"compare on ray ({len(jobs)} tasks)")
+            return _run_ray(
+                cfg, out, jobs, address=address, stop_after=stop_after,
+                tensorboard=tensorboard, bar=bar, task=task,
+            )  # fmt: skip
+        ds = _load_data(cfg)
+        results: list[dict[str, Any]] = []
         for method, seed in jobs:
-            path = run_dir(out, method, seed)
-            done = path / "result.json"
             bar.update(task, description=f"{method} seed {seed}")
-            if done.exists():
-                results.append(json.loads(done.read_text()))
-                bar.advance(task)
-                continue
-            path.mkdir(parents=True, exist_ok=True)
-            contender = CONTENDERS[method]
-            ctx = Context(cfg, ds, seed, path, stop_after if contender.resumable else None)
-            torch.manual_seed(seed)
-            start = time.perf_counter()
-            outcome = contender.run(ctx)  # raises Interrupted on a simulated stop
-            wall = time.perf_counter() - start
-            if contender.resumable and outcome.rows:
-                wall = float(outcome.rows[-1]["seconds"])  # fit's clock spans the resumes
-            result = _result(cfg, method, seed, outcome, ds, wall)
-            _write_run(path, outcome, result)
-            if tensorboard:
-                _write_tensorboard(path, outcome, result)
-            results.append(result)
+            results.append(
+                run_job(cfg, out, method, seed, stop_after=stop_after,
+                        tensorboard=tensorboard, ds=ds)
+            )  # fmt: skip
             bar.advance(task)
     return results
 
@@ -468,7 +589,7 @@ def load_results(out: str | Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*/seed*/result.json"))]
 
 
-__all__ += ["Interrupted", "load_results", "manifest", "run_dir"]
+__all__ += ["BACKENDS", "Interrupted", "load_results", "manifest", "run_dir", "run_job"]
 
 
 def compare_methods() -> Sequence[str]:

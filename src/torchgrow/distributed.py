@@ -55,6 +55,7 @@ __all__ = [
     "all_mean",
     "all_sum",
     "broadcast_buffers",
+    "broadcast_object",
     "broadcast_model",
     "disabled",
     "evaluate",
@@ -187,6 +188,15 @@ def gather_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     device = batch[0].device
     xs, ys = zip(*gathered, strict=True)
     return torch.cat(xs).to(device), torch.cat(ys).to(device)
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself in one process)."""
+    if not is_active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def all_mean(values: dict[str, float]) -> dict[str, float]:
