@@ -92,7 +92,7 @@ def _rank_main(batch_size: int, out: Path) -> None:
         if dist.get_rank() == 0:
             out.write_text(json.dumps(res))
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -204,7 +204,7 @@ def main() -> None:
             tag += "-" + sys.argv[3]
         torch.save(copy.deepcopy(result), out / f"{name}-{tag}.pt")
     if launched:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -740,7 +740,7 @@ def _as_rank(body: Callable[[], int], args: argparse.Namespace) -> int:
                 return body()
         return body()
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ initialised), so the same script runs with and without ``torchrun``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -64,6 +65,7 @@ __all__ = [
     "loss_weight",
     "rank",
     "shard",
+    "shutdown",
     "weighted_mean",
     "world_size",
 ]
@@ -104,6 +106,21 @@ def rank() -> int:
 def world_size() -> int:
     """Number of ranks (1 in a single process)."""
     return dist.get_world_size() if is_active() else 1
+
+
+def shutdown() -> None:
+    """Tear the process group down cleanly: free DDP wrappers first, then wait for every rank.
+
+    A DDP wrapper holds the process group; if one outlives
+    ``destroy_process_group`` (kept alive by a reference cycle until the
+    interpreter exits), gloo's worker threads can be torn down out of order
+    and the process aborts. Call this instead of ``destroy_process_group``.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    gc.collect()
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------ data
