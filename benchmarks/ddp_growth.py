@@ -98,6 +98,7 @@ def _rank_main(batch_size: int, out: Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--batch", type=int, default=512, help="global growth batch")
+    ap.add_argument("--quick", action="store_true", help="smoke run (results/quick/)")
     ap.add_argument("--rank-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if "LOCAL_RANK" in os.environ:  # a torchrun worker
@@ -126,8 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     ]
     payload = {
-        "benchmark": "ddp_growth",
-        "command": "python -m benchmarks.ddp_growth",
+        "quick": args.quick,
         "model": "LeNet-300-100 (ReLU1), GradMax +30/+10 units per step, mnist5k",
         "single": single,
         "ddp": ddp,
@@ -135,9 +135,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "environment": environment(),
     }
     md = (
-        "# ddp_growth\n\n"
-        f"Made by `python -m benchmarks.ddp_growth` (torch {torch.__version__}, one CPU thread "
-        f"per process). A GradMax growth step on LeNet-300-100 (+30 / +10 units) from a global "
+        "One CPU thread per process. A GradMax growth step on LeNet-300-100 (+30 / +10 units) "
+        "from a global "
         f"growth batch of {args.batch} examples, and one training step on the same batch; "
         f"medians of {REPEATS} after {WARMUP} warm-up.\n\n" + markdown_table(rows) + "\n"
         "Under DDP each rank holds half the batch; the growth step gathers it, computes the "
@@ -145,7 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "broadcasts rank 0's values.\n"
     )
     write_results("ddp_growth", payload, md)
-    print(md)
     return payload
 
 

@@ -14,6 +14,7 @@ BENCHMARKS = [
     "nest_study",
     "autogrow_depth",
     "compnet_deepen",
+    "ddp_growth",
 ]
 
 
