@@ -202,6 +202,14 @@ def test_the_ray_backend_gives_the_local_backends_results(tmp_path):
         path = run_dir(tmp_path / "ray", a["method"], 0)
         assert json.loads((path / "result.json").read_text())["test_accuracy"] == a["test_accuracy"]
         assert _rows(path) and (path / "events.jsonl").exists()
+    # the same report, but for the wall-clock column
+    from torchgrow.report import load_comparison, summarise_comparison
+
+    tables = [summarise_comparison(load_comparison(tmp_path / d)) for d in ("local", "ray")]
+    for a, b in zip(*tables, strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_seconds"} == {
+            k: v for k, v in b.items() if k != "wall_seconds"
+        }
     # finished runs are not repeated on Ray either
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").glob("runs/*/seed0/result.json")}
     run_compare(cfg, tmp_path / "ray", backend="ray")

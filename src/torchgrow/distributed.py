@@ -26,7 +26,7 @@ know the new parameters. torchgrow does this as follows.
   after the parameters changed. The optimizer is carried by the edit itself
   (:mod:`torchgrow.ops`), keeping its state.
 - **Shards of global batches.** :func:`shard` cuts each global batch into
-  one contiguous slice per rank, and :func:`loss_weight` scales the local loss
+  one contiguous slice per rank, and :func:`weighted_loss` scales the local loss
   so that DDP's averaged gradient equals the single-process gradient of the
   global batch, even when the slices differ in size.
 
@@ -62,7 +62,7 @@ __all__ = [
     "evaluate",
     "gather_batch",
     "is_active",
-    "loss_weight",
+    "weighted_loss",
     "rank",
     "shard",
     "shutdown",
@@ -146,15 +146,16 @@ def shard(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
     return x[idx], y[idx]
 
 
-def loss_weight(n_local: int, n_global: int) -> float:
-    """Factor for the local mean loss so that DDP's gradient average is the global-batch gradient.
+def weighted_loss(loss: Tensor, n_local: int, n_global: int) -> Tensor:
+    """The local mean loss, scaled so that DDP's gradient average is the global batch's gradient.
 
     DDP averages the ranks' gradients; with slices of sizes ``n_r`` the
     global-batch gradient is ``sum_r n_r g_r / N``, so rank ``r`` scales its
-    mean loss by ``W n_r / N``. It is 1 when the slices are equal, and in one
-    process.
+    mean loss by ``W n_r / N``. ``loss`` itself when that factor is 1 (equal
+    slices, or one process).
     """
-    return world_size() * n_local / n_global if is_active() else 1.0
+    weight = world_size() * n_local / n_global if is_active() else 1.0
+    return loss if weight == 1.0 else loss * weight
 
 
 def sharded_batches(batches: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor, int]]:

@@ -443,7 +443,7 @@ def _train_epoch(
     for x, y, bs in distributed.sharded_batches(loader):
         x, y = x.to(device), y.to(device)
         local = loss_fn(forward(x), y)
-        loss = local * distributed.loss_weight(len(x), bs)
+        loss = distributed.weighted_loss(local, len(x), bs)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

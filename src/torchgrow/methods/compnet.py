@@ -352,7 +352,7 @@ class CompNet:
         step_flops = TrainingCompute.step_multiplier * flops_per_example(self.model, example)
         forward = distributed.GrowingDDP(self.model) if distributed.is_active() else self.model
         for x, y, n in distributed.sharded_batches(self._loader()):
-            loss = self.loss_fn(forward(x), y) * distributed.loss_weight(len(x), n)
+            loss = distributed.weighted_loss(self.loss_fn(forward(x), y), len(x), n)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

@@ -257,7 +257,7 @@ class NeST:
         forward = distributed.GrowingDDP(model) if distributed.is_active() else model
         for _ in range(epochs):
             for x, y, n in distributed.sharded_batches(self._loader()):
-                loss = self.loss_fn(forward(x), y) * distributed.loss_weight(len(x), n)
+                loss = distributed.weighted_loss(self.loss_fn(forward(x), y), len(x), n)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
