@@ -182,7 +182,7 @@ def test_tensorboard_without_the_package_fails_before_running(tmp_path, monkeypa
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     cfg = CompareConfig(methods=("static",), **TINY)
-    with pytest.raises(GrowthInputError, match="pip install torchgrow\\[tensorboard\\]"):
+    with pytest.raises(ImportError, match="pip install torchgrow\\[tensorboard\\]"):
         run_compare(cfg, tmp_path, tensorboard=True)
     assert not run_dir(tmp_path, "static", 0).exists()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 
@@ -262,10 +261,34 @@ def test_bad_arguments(digits, tmp_path) -> None:
         fit(model, opt, digits, epochs=1, grower=grower)
 
 
-def test_tensorboard_missing_names_the_extra(digits, tmp_path) -> None:
-    if importlib.util.find_spec("tensorboard") is not None:
-        pytest.skip("tensorboard is installed")
+def test_tensorboard_missing_names_the_extra(digits, tmp_path, monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):  # as if the extra were not installed
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("no tensorboard")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     model = models.mlp([64, 4, 10])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ImportError, match=r"pip install torchgrow\[tensorboard\]"):
         fit(model, opt, digits, epochs=1, log_dir=tmp_path, tensorboard=True)
+
+
+def test_tensorboard_scalars_equal_the_history(digits, tmp_path) -> None:
+    pytest.importorskip("tensorboard", reason="pip install torchgrow[tensorboard]")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    model = models.mlp([64, 4, 10])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = fit(model, opt, digits, epochs=2, log_dir=tmp_path, tensorboard=True, progress=False)
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    logged = [(e.step, e.value) for e in acc.Scalars("val_accuracy")]
+    expected = [(r["step"], r["val_accuracy"]) for r in history.rows]
+    assert [s for s, _ in logged] == [s for s, _ in expected]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in expected])

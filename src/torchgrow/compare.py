@@ -43,6 +43,7 @@ from . import __version__, distributed
 from . import data as tg_data
 from .contenders import CONTENDERS, Context, Interrupted, Outcome
 from .errors import GrowthInputError
+from .train import tensorboard_writer
 from .why import count_parameters, flops_per_example
 
 __all__ = ["CompareConfig", "parse_budget", "run_compare", "RUN_FILES"]
@@ -320,24 +321,13 @@ def _write_run(path: Path, outcome: Outcome, result: dict[str, Any]) -> None:
     _write_atomic(path / "result.json", json.dumps(result, indent=2) + "\n")
 
 
-def _tensorboard_writer() -> Any:
-    """SummaryWriter, or a clear error before any run starts."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:  # the tensorboard package is an optional extra
-        raise GrowthInputError(
-            "tensorboard=True needs the tensorboard package: pip install torchgrow[tensorboard]"
-        ) from exc
-    return SummaryWriter
-
-
 def _write_tensorboard(path: Path, outcome: Outcome, result: dict[str, Any]) -> None:
     """The run's curves as TensorBoard scalars under ``path / "tensorboard"``.
 
     Steps are epochs (``by_epoch/...``) and training FLOPs (``by_flops/...``), so
     runs of different methods line up on either axis.
     """
-    writer = _tensorboard_writer()(log_dir=str(path / "tensorboard"))
+    writer = tensorboard_writer(path / "tensorboard")(log_dir=str(path / "tensorboard"))
     try:
         for row in outcome.rows:
             for key in ("val_accuracy", "parameters", "flops_per_example"):
@@ -542,7 +532,7 @@ def run_compare(
     out = Path(out)
     _check_same(out, cfg)
     if tensorboard:
-        _tensorboard_writer()  # fail before any run starts
+        tensorboard_writer(out)  # fail before any run starts
     if distributed.rank() == 0:
         out.mkdir(parents=True, exist_ok=True)
         _write_atomic(out / "config.toml", cfg.to_toml())

@@ -363,8 +363,16 @@ class _Progress:
         self.bar.update(self.epochs, advance=1, description=desc)
 
 
-def _tensorboard_writer(log_dir: Path | None) -> Any:
-    """The SummaryWriter class, or a clear error (checked before training starts)."""
+def tensorboard_writer(log_dir: Path | None) -> Any:
+    """The SummaryWriter class, or a clear error (checked before training starts).
+
+    Raises
+    ------
+    ValueError
+        If ``log_dir`` is ``None``.
+    ImportError
+        If the ``tensorboard`` package (``pip install torchgrow[tensorboard]``) is missing.
+    """
     if log_dir is None:
         raise ValueError("tensorboard=True needs log_dir= (where the event files go)")
     try:
@@ -601,7 +609,7 @@ def fit(
         if log_dir is None:
             raise ValueError("checkpoint_every needs log_dir= (the checkpoint goes there)")
     log_path = Path(log_dir) if log_dir is not None else None
-    writer_cls = _tensorboard_writer(log_path) if tensorboard else None
+    writer_cls = tensorboard_writer(log_path) if tensorboard else None
     loss_fn = loss_fn or default_loss
 
     if resume_from is None:
