@@ -177,7 +177,33 @@ def contender(name: str) -> dict[str, Any]:
     }
 
 
+def syncbn() -> dict[str, Any]:
+    """One training step of Linear-BatchNorm-ReLU-Linear on a global batch of 24 (16 + 8 rows)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(), torch.nn.Linear(5, 3)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(24, 6, generator=g), torch.randint(0, 3, (24,), generator=g)
+    if distributed.is_active():  # unequal shares: rank 0 the first 16 rows, rank 1 the last 8
+        rows = slice(0, 16) if distributed.rank() == 0 else slice(16, 24)
+        xs, ys = x[rows], y[rows]
+        forward: torch.nn.Module = distributed.GrowingDDP(model)
+    else:
+        xs, ys, forward = x, y, model
+    loss = distributed.weighted_loss(
+        torch.nn.functional.cross_entropy(forward(xs), ys), len(xs), 24
+    )
+    opt.zero_grad()
+    loss.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    opt.step()
+    return {"grads": grads, "final": _snapshot(model, opt)}
+
+
 SCENARIOS = {
+    "syncbn": syncbn,
     **{m: (lambda m=m: contender(m)) for m in ("nest", "autogrow", "compnet", "random")},
     "gradmax": gradmax,
     "different_batches": different_batches,

@@ -38,10 +38,10 @@ def _run(args: list[str], out: Path) -> None:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    scenarios = ",".join((*METHODS, "different_batches", *REFUSALS))
+    scenarios = ",".join((*METHODS, "syncbn", "different_batches", *REFUSALS))
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     _run([*launcher, str(WORKER), scenarios, str(out)], out)
-    _run([str(WORKER), ",".join((*METHODS, "different_batches")), str(out)], out)
+    _run([str(WORKER), ",".join((*METHODS, "syncbn", "different_batches")), str(out)], out)
     _run([str(WORKER), "different_batches", str(out), "0"], out)
 
     def load(name: str) -> dict:
@@ -78,12 +78,15 @@ def test_every_growth_leaves_the_ranks_identical(saved, method):
     assert r0[key] == r1[key]  # the same validation numbers, hence the same decisions
 
 
-@pytest.mark.parametrize("method", ["gradmax", "nest", "compnet"])
+@pytest.mark.parametrize("method", METHODS)
 def test_data_parallel_training_equals_one_process_on_the_same_global_batches(saved, method):
     ddp, single = saved(f"{method}-rank0"), saved(f"{method}-single")
     assert len(ddp["growths"]) == len(single["growths"])
+    # AutoGrow's BatchNorm statistics are summed over ranks (in float64): another summation
+    # order than one process's, which 4 epochs of training carry to about 5e-5
+    atol = 1e-4 if method == "autogrow" else 1e-5
     for k, v in single["final"]["params"].items():
-        torch.testing.assert_close(ddp["final"]["params"][k], v, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(ddp["final"]["params"][k], v, atol=atol, rtol=1e-4)
     if method == "gradmax":
         for a, b in zip(ddp["rows"], single["rows"], strict=True):
             assert a["val_accuracy"] == b["val_accuracy"]
@@ -95,13 +98,15 @@ def test_data_parallel_training_equals_one_process_on_the_same_global_batches(sa
         assert ddp["training_flops"] == single["training_flops"]  # global batches counted
 
 
-def test_autogrow_under_ddp_decides_once_for_all_ranks(saved):
-    # AutoGrow's blocks hold BatchNorm: under DDP each rank normalises over its share of the
-    # batch (torch's SyncBatchNorm needs a GPU), so the run is not the single-process one; what
-    # must hold is that the ranks grow the same blocks at the same epochs.
-    r0, r1 = saved("autogrow-rank0"), saved("autogrow-rank1")
-    assert r0["events"] == r1["events"] and r0["val"] == r1["val"]
-    assert any(e["kind"] == "grow" for e in r0["events"])
+def test_synchronised_batchnorm_gives_the_global_batch_gradient(saved):
+    # rank 0 holds 16 rows, rank 1 holds 8: the statistics, the gradient through them and the
+    # running averages must still be those of the 24 rows in one process
+    r0, r1, single = (saved(f"syncbn-{t}") for t in ("rank0", "rank1", "single"))
+    for k, g in single["grads"].items():
+        torch.testing.assert_close(r0["grads"][k], g, atol=1e-6, rtol=1e-5)
+        assert torch.equal(r0["grads"][k], r1["grads"][k])
+    for k, b in single["final"]["buffers"].items():
+        torch.testing.assert_close(r0["final"]["buffers"][k], b, atol=1e-6, rtol=1e-5)
 
 
 def test_the_gathered_growth_batch_drives_growth_not_the_local_one(saved):

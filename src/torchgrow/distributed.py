@@ -51,7 +51,9 @@ from .errors import GrowthInputError, TorchgrowError
 __all__ = [
     "DistributedGrowthError",
     "GrowingDDP",
+    "SyncBatchNorm",
     "accuracy",
+    "convert_sync_batchnorm",
     "agree",
     "all_mean",
     "all_sum",
@@ -416,6 +418,107 @@ def broadcast_model(model: nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src=src)
 
 
+# ------------------------------------------------------------------ BatchNorm over all ranks
+class _SumOverRanks(torch.autograd.Function):
+    """The sum of a tensor over ranks; the gradient of each rank's copy is the summed gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor) -> Tensor:
+        return _all_reduce_sum_like(t)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return _all_reduce_sum_like(grad)
+
+
+def _all_reduce_sum_like(t: Tensor) -> Tensor:
+    out = t.detach().clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch, on CPU and GPU.
+
+    In training mode under ``torch.distributed`` the per-channel sum, sum of
+    squares and count are summed over ranks with an autograd-aware
+    all-reduce, so the normalisation, its gradient and the running
+    statistics are those of the whole global batch, as in one process. In
+    eval mode, or in one process, it is an ordinary BatchNorm.
+    (``torch.nn.SyncBatchNorm`` does the same on GPUs only.) It is a
+    ``_BatchNorm``, so torchgrow's surgery grows and shrinks it like any
+    BatchNorm.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (self.training and is_active()):
+            return super().forward(input)
+        self._check_input_dim(input)
+        c = input.shape[1]
+        dims = [0, *range(2, input.dim())]
+        x64 = input.to(torch.float64)  # E[x^2] - E[x]^2 in double: no cancellation
+        local = torch.cat(
+            [x64.sum(dims), (x64 * x64).sum(dims), x64.new_full((1,), input.numel() / c)]
+        )
+        total = _SumOverRanks.apply(local)  # summed over ranks; its backward sums gradients
+        n = total[2 * c]
+        mean = total[:c] / n
+        var = (total[c : 2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                assert self.num_batches_tracked is not None and self.running_var is not None
+                self.num_batches_tracked.add_(1)
+                m = (
+                    1.0 / float(self.num_batches_tracked)
+                    if self.momentum is None
+                    else float(self.momentum)
+                )
+                unbiased = var * (n / (n - 1)) if float(n) > 1 else var
+                self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
+                self.running_var.mul_(1 - m).add_(m * unbiased.to(self.running_var.dtype))
+        shape = [1, c] + [1] * (input.dim() - 2)
+        out = (x64 - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        out = out.to(input.dtype)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+_PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> int:
+    """Replace every plain BatchNorm of ``model`` by :class:`SyncBatchNorm`, in place.
+
+    The new modules hold the very same parameter and buffer tensors, so an
+    optimizer over the model needs no change. Returns how many were replaced.
+    """
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) not in _PLAIN_BN:
+                continue
+            sync = SyncBatchNorm(
+                child.num_features,
+                eps=child.eps,
+                momentum=child.momentum,
+                affine=child.affine,
+                track_running_stats=child.track_running_stats,
+            )
+            for key in ("weight", "bias"):  # the same Parameter objects (optimizer state)
+                setattr(sync, key, getattr(child, key))
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                sync._buffers[key] = child._buffers.get(key)
+            sync.train(child.training)
+            setattr(parent, name, sync)
+            replaced += 1
+    return replaced
+
+
 # ------------------------------------------------------------------ the DDP wrapper
 def _signature(module: nn.Module) -> tuple[tuple[int, tuple[int, ...]], ...]:
     return tuple((id(p), tuple(p.shape)) for p in module.parameters())
@@ -435,16 +538,24 @@ class GrowingDDP(nn.Module):
     ----------
     module : nn.Module
         The replica.
+    sync_batchnorm : bool
+        Replace the model's BatchNorm layers (and those growth adds later) by
+        :class:`SyncBatchNorm` at each (re)build, so that training equals one
+        process on the global batches. ``False``: each rank normalises over
+        its own share, as plain DDP does.
     **ddp_kwargs
         Passed to ``DistributedDataParallel`` (``device_ids``,
         ``find_unused_parameters``...).
     """
 
-    def __init__(self, module: nn.Module, **ddp_kwargs: Any) -> None:
+    def __init__(
+        self, module: nn.Module, *, sync_batchnorm: bool = True, **ddp_kwargs: Any
+    ) -> None:
         super().__init__()
         if isinstance(module, (GrowingDDP, nn.parallel.DistributedDataParallel)):
             raise GrowthInputError("module is already wrapped: pass the bare model")
         self.module = module
+        self.sync_batchnorm = sync_batchnorm
         self._ddp_kwargs = ddp_kwargs
         self._ddp: nn.parallel.DistributedDataParallel | None = None
         self._built_for: tuple[tuple[int, tuple[int, ...]], ...] | None = None
@@ -455,6 +566,8 @@ class GrowingDDP(nn.Module):
             return self.module
         sig = _signature(self.module)
         if self._ddp is None or sig != self._built_for:
+            if self.sync_batchnorm:
+                convert_sync_batchnorm(self.module)  # blocks grown since the last build too
             # a plain attribute (not a submodule): state_dict() stays the model's own
             object.__setattr__(
                 self, "_ddp", nn.parallel.DistributedDataParallel(self.module, **self._ddp_kwargs)

@@ -78,7 +78,7 @@ a ``Dataset`` of ``(x, y)`` pairs, or a tuple ``(x, y)`` of tensors."""
 
 ModelInput: TypeAlias = Tensor | Sequence[Tensor]
 
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+_BATCH_NORMS = (nn.modules.batchnorm._BatchNorm,)  # BatchNorm1d/2d/3d, both SyncBatchNorms
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _COUNTED = (nn.Linear, *_CONVS, *_CONV_TRANSPOSES, *_BATCH_NORMS, nn.LayerNorm)
