@@ -53,21 +53,24 @@ __all__ = [
     "GrowingDDP",
     "SyncBatchNorm",
     "accuracy",
-    "convert_sync_batchnorm",
     "agree",
     "all_mean",
     "all_sum",
     "broadcast_buffers",
-    "broadcast_object",
     "broadcast_model",
+    "broadcast_object",
+    "convert_sync_batchnorm",
     "disabled",
     "evaluate",
+    "fingerprint",
     "gather_batch",
     "is_active",
-    "weighted_loss",
     "rank",
     "shard",
+    "sharded_batches",
     "shutdown",
+    "unwrap",
+    "weighted_loss",
     "weighted_mean",
     "world_size",
 ]
@@ -225,7 +228,7 @@ def all_mean(values: dict[str, float]) -> dict[str, float]:
         return dict(values)
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    t = _all_reduce_sum(t) / world_size()
+    t = _summed(t) / world_size()
     return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
 
 
@@ -233,7 +236,7 @@ def all_sum(*values: float | Tensor) -> tuple[float, ...]:
     """The sum over ranks of each value (the values themselves in one process)."""
     t = torch.tensor([float(v) for v in values], dtype=torch.float64)
     if is_active():
-        t = _all_reduce_sum(t)
+        t = _summed(t)
     return tuple(float(v) for v in t.tolist())
 
 
@@ -249,17 +252,17 @@ def weighted_mean(tensors: dict[str, Tensor], n_local: int) -> dict[str, Tensor]
     (n_total,) = all_sum(n_local)
     out = {}
     for key in sorted(tensors):
-        t = tensors[key] * (n_local / n_total)
-        device = t.device
-        out[key] = _all_reduce_sum(t.detach().clone()).to(device)
+        out[key] = _summed(tensors[key] * (n_local / n_total))
     return {k: out[k] for k in tensors}
 
 
-def _all_reduce_sum(t: Tensor) -> Tensor:
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.cpu()
+def _summed(t: Tensor) -> Tensor:
+    """A new tensor: ``t`` summed over ranks, on ``t``'s device (via CUDA under nccl)."""
+    buf = t.detach().clone(memory_format=torch.contiguous_format)
+    if dist.get_backend() == "nccl" and buf.device.type != "cuda":
+        buf = buf.cuda()
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(t.device)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -301,19 +304,20 @@ def evaluate(
         return why.evaluate(model, data, loss_fn, batch_size=batch_size)
     broadcast_buffers(model)
     x, y = _share(data)
-    sums = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, n
+    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, examples, correct labels, labels
     labels = True
     if len(x):
         res = why.evaluate(model, (x, y), loss_fn, batch_size=batch_size)
         labels = "accuracy" in res
         sums[0] = float(res["loss"]) * int(res["n"])
-        sums[1] = float(res.get("accuracy", 0.0)) * int(res["n"])
-        sums[2] = int(res["n"])
-    sums = _all_reduce_sum(sums)
-    n = int(round(float(sums[2])))
+        sums[1] = int(res["n"])
+        sums[2] = float(res.get("accuracy", 0.0)) * y.numel()
+        sums[3] = y.numel()
+    sums = _summed(sums)
+    n = int(round(float(sums[1])))
     out: dict[str, float | int] = {"loss": float(sums[0]) / n, "n": n}
     if labels:
-        out["accuracy"] = round(float(sums[1])) / n
+        out["accuracy"] = round(float(sums[2])) / float(sums[3])
     return out
 
 
@@ -327,9 +331,9 @@ def accuracy(model: nn.Module, data: tuple[Tensor, Tensor], *, batch_size: int =
     x, y = _share(data)
     counts = torch.zeros(2, dtype=torch.float64)
     if len(x):
-        counts[0] = why.accuracy(model, (x, y), batch_size=batch_size) * len(y)
-        counts[1] = len(y)
-    counts = _all_reduce_sum(counts)
+        counts[0] = why.accuracy(model, (x, y), batch_size=batch_size) * y.numel()
+        counts[1] = y.numel()
+    counts = _summed(counts)
     return round(float(counts[0])) / float(counts[1])
 
 
@@ -424,17 +428,11 @@ class _SumOverRanks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, t: Tensor) -> Tensor:
-        return _all_reduce_sum_like(t)
+        return _summed(t)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return _all_reduce_sum_like(grad)
-
-
-def _all_reduce_sum_like(t: Tensor) -> Tensor:
-    out = t.detach().clone(memory_format=torch.contiguous_format)
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+        return _summed(grad)
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
