@@ -28,6 +28,7 @@ import dataclasses
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 import tomllib
@@ -265,7 +266,7 @@ def manifest(command: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
-        "command": command or "torchgrow " + " ".join(sys.argv[1:]),
+        "command": command or "torchgrow " + shlex.join(sys.argv[1:]),
     }
 
 
