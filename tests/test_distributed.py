@@ -151,3 +151,27 @@ def test_run_with_nproc_2_relaunches_under_torchrun_and_matches_one_process(tmp_
         for key in ("parameters", "training_flops", "val_accuracy", "growth_events"):
             assert a[key] == b[key], key
         assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
+
+
+def test_grower_refuses_torchs_ddp_and_unwraps_growingddp(tmp_path):
+    from torchgrow import Grower, distributed, models
+    from torchgrow.errors import GrowthInputError
+    from torchgrow.when import Manual
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        model = models.mlp([4, 3, 2])
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        with pytest.raises(GrowthInputError, match="GrowingDDP"):
+            Grower(ddp, None, when=Manual())
+        wrapped = distributed.GrowingDDP(model)
+        assert Grower(wrapped, None, when=Manual()).model is model
+        with pytest.raises(GrowthInputError, match="already wrapped"):
+            distributed.GrowingDDP(wrapped)
+        assert not distributed.is_active()  # one rank: every helper is a no-op
+        x = torch.randn(5, 4)
+        assert distributed.shard((x, x))[0] is x
+    finally:
+        distributed.shutdown()
