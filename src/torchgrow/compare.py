@@ -33,7 +33,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,6 @@ class CompareConfig:
     train_size: int | None = None
     test_size: int | None = None
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -151,8 +150,6 @@ class CompareConfig:
         """The settings as plain values (``None`` left out)."""
         out = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
             value = getattr(self, f.name)
             if value is not None:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
@@ -179,7 +176,7 @@ class CompareConfig:
         CompareConfig
             The settings.
         """
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise GrowthInputError(f"unknown settings {unknown}; known: {sorted(known)}")
