@@ -1,4 +1,4 @@
-"""Plots of a comparison (matplotlib, drawn off-screen with the Agg backend).
+"""Plots of a comparison (matplotlib figures drawn off-screen, without pyplot's global state).
 
 :func:`plot_accuracy_vs_flops`, :func:`plot_parameters` and :func:`plot_pareto`
 each take the comparison loaded by :func:`torchgrow.report.load_comparison`
@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-
-matplotlib.use("Agg")  # no display needed; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
 __all__ = ["pareto_front", "plot_accuracy_vs_flops", "plot_parameters", "plot_pareto"]
 
@@ -48,7 +46,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def _colours(methods: Sequence[str]) -> dict[str, Any]:
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     return {m: cmap(i % 10) for i, m in enumerate(methods)}
 
 
@@ -76,7 +74,8 @@ def plot_accuracy_vs_flops(comparison: Mapping[str, Any], path: str | Path) -> P
     """
     methods = list(comparison["methods"])
     colours = _colours(methods)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for method in methods:
         for k, run in enumerate(comparison["methods"][method]["runs"]):
             rows = run["metrics"]
@@ -91,7 +90,6 @@ def plot_accuracy_vs_flops(comparison: Mapping[str, Any], path: str | Path) -> P
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
     return Path(path)
 
 
@@ -112,7 +110,8 @@ def plot_parameters(comparison: Mapping[str, Any], path: str | Path) -> Path:
     """
     methods = list(comparison["methods"])
     colours = _colours(methods)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     for method in methods:
         for k, run in enumerate(comparison["methods"][method]["runs"]):
             # epoch ends and structural changes in order; an event at an epoch end comes after it
@@ -137,7 +136,6 @@ def plot_parameters(comparison: Mapping[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
     return Path(path)
 
 
@@ -158,7 +156,8 @@ def plot_pareto(comparison: Mapping[str, Any], path: str | Path) -> Path:
     """
     methods = list(comparison["methods"])
     colours = _colours(methods)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     means: list[tuple[float, float]] = []
     for method in methods:
         runs = comparison["methods"][method]["runs"]
@@ -180,5 +179,4 @@ def plot_pareto(comparison: Mapping[str, Any], path: str | Path) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
-    plt.close(fig)
     return Path(path)
