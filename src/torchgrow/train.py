@@ -663,8 +663,6 @@ def fit(
     except TypeError:
         n_batches = None
     ddp = distributed.GrowingDDP(model) if distributed.is_active() else None
-    # under DDP each rank evaluates its share of the whole evaluation set, gathered once
-    shared_eval = _all_examples(test_loader) if ddp is not None and evaluable else None
     started = time.perf_counter()
     completed = True
     writer = (
@@ -696,8 +694,8 @@ def fit(
                     eval_every == "epoch" or (eval_every == "last" and epoch == epochs)
                 ):
                     res = (
-                        distributed.evaluate(model, shared_eval, loss_fn)
-                        if shared_eval is not None
+                        distributed.evaluate(model, _all_examples(test_loader), loss_fn)
+                        if distributed.is_active()
                         else evaluate(model, test_loader, loss_fn)  # type: ignore[arg-type]
                     )
                     val_loss = float(res["loss"])
