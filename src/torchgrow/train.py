@@ -693,6 +693,8 @@ def fit(
                 if evaluable and (
                     eval_every == "epoch" or (eval_every == "last" and epoch == epochs)
                 ):
+                    # gathered each epoch on purpose: iterating a loader draws from the global
+                    # RNG, as the single-process evaluate does, so both runs stay in step
                     res = (
                         distributed.evaluate(model, _all_examples(test_loader), loss_fn)
                         if distributed.is_active()
