@@ -3,19 +3,28 @@
 ``python tests/ddp_worker.py SCENARIO[,SCENARIO...] OUT`` writes ``OUT/<scenario>-rank<r>.pt`` (or
 ``...-single.pt`` when run without torchrun) with what the test compares: the parameters and
 optimizer state after every growth step, the final ones, and the history.
+
+The method scenarios run in lockstep (:func:`lockstep`): the data-parallel run records the
+parameters and optimizer state after every optimizer step, and the single process, run
+afterwards, starts every step from the state the data-parallel run had there. So the single
+process checks each step (and each growth step between two steps) of the data-parallel run from
+the same state, instead of comparing two trajectories that part by amplified rounding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchgrow import Grower, distributed, methods, models
@@ -29,12 +38,7 @@ BATCH = 32  # global batch
 
 
 def _opt_state(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    out = []
-    for group in opt.param_groups:
-        for p in group["params"]:
-            st = opt.state.get(p, {})
-            out.append({k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()})
-    return out
+    return [_opt_state_of(opt, p) for group in opt.param_groups for p in group["params"]]
 
 
 def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict[str, Any]:
@@ -43,6 +47,81 @@ def _snapshot(model: torch.nn.Module, opt: torch.optim.Optimizer | None) -> dict
         "buffers": {k: v.detach().clone() for k, v in model.named_buffers()},
         "opt": _opt_state(opt) if opt is not None else None,
     }
+
+
+def _optimizer_state(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """Each parameter of ``opt`` with its state, in the optimizer's order."""
+    return [
+        {"param": p.detach().clone(), **_opt_state_of(opt, p)}
+        for group in opt.param_groups
+        for p in group["params"]
+    ]
+
+
+def _opt_state_of(opt: torch.optim.Optimizer, p: torch.Tensor) -> dict[str, Any]:
+    st = opt.state.get(p, {})
+    return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in st.items()}
+
+
+class LockstepError(AssertionError):
+    """The single process took another path than the data-parallel run (a decision differed)."""
+
+
+@contextlib.contextmanager
+def lockstep(reference: list[list[dict[str, Any]]] | None) -> Iterator[list[Any]]:
+    """Record, after every optimizer step of any optimizer, its parameters and state.
+
+    With ``reference`` (the data-parallel run's record), each step's own result is recorded and
+    then replaced, in place, by the reference's state after the same step: every step of this
+    run starts where the reference's did. Yields the list of records.
+    """
+    steps: list[list[dict[str, Any]]] = []
+
+    def after_step(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        own = _optimizer_state(opt)
+        steps.append(own)
+        if reference is None:
+            return
+        k = len(steps) - 1
+        if k >= len(reference) or len(reference[k]) != len(own):
+            raise LockstepError(f"step {k + 1}: the data-parallel run has no such step")
+        params = [p for group in opt.param_groups for p in group["params"]]
+        with torch.no_grad():
+            for p, mine, ref in zip(params, own, reference[k], strict=True):
+                if mine.keys() != ref.keys() or mine["param"].shape != ref["param"].shape:
+                    raise LockstepError(f"step {k + 1}: another architecture or optimizer state")
+                p.copy_(ref["param"])
+                for key, value in ref.items():
+                    if key == "param":
+                        continue
+                    if torch.is_tensor(value):
+                        opt.state[p][key].copy_(value)
+                    else:
+                        opt.state[p][key] = value
+
+    handle = register_optimizer_step_post_hook(after_step)
+    try:
+        yield steps
+    finally:
+        handle.remove()
+
+
+def _reference(name: str) -> list[list[dict[str, Any]]] | None:
+    """The data-parallel run's steps, when this is the single process run after it."""
+    if distributed.is_active():
+        return None
+    saved = Path(sys.argv[2]) / f"{name}-rank0.pt"
+    return torch.load(saved, weights_only=False)["steps"] if saved.exists() else None
+
+
+def in_lockstep(name: str, scenario: Any) -> dict[str, Any]:
+    """``scenario()``'s result, with the record of its optimizer steps under ``"steps"``."""
+    try:
+        with lockstep(_reference(name)) as steps:
+            result = scenario()
+    except LockstepError as exc:  # the test reports it
+        return {"steps": steps, "lockstep_error": str(exc)}
+    return {**result, "steps": steps, "lockstep_error": None}
 
 
 def _digits() -> tg_data.Dataset:
@@ -204,8 +283,11 @@ def syncbn() -> dict[str, Any]:
 
 SCENARIOS = {
     "syncbn": syncbn,
-    **{m: (lambda m=m: contender(m)) for m in ("nest", "autogrow", "compnet", "random")},
-    "gradmax": gradmax,
+    **{
+        m: (lambda m=m: in_lockstep(m, lambda: contender(m)))
+        for m in ("nest", "autogrow", "compnet", "random")
+    },
+    "gradmax": lambda: in_lockstep("gradmax", gradmax),
     "different_batches": different_batches,
     "mismatch": lambda: _refused("mismatch"),
     "failure": lambda: _refused("failure"),
