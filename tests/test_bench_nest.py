@@ -27,7 +27,7 @@ bench = importlib.import_module("benchmarks.nest_lenet")
 @pytest.fixture(scope="module")
 def result():
     n = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     try:
         ds = data.mnist5k().subset(1000, 300, seed=0)
         cfg = replace(

@@ -147,7 +147,7 @@ def test_python_dash_m() -> None:
         [sys.executable, "-m", "torchgrow", "run", "--help"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=600,
     )
     assert res.returncode == 0
     assert "--method" in res.stdout and "random" in res.stdout and "static" in res.stdout

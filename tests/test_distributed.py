@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
 def _run(args: list[str], out: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=300, env=env, cwd=out
+        [sys.executable, *args], capture_output=True, text=True, timeout=900, env=env, cwd=out
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -174,7 +174,7 @@ def test_the_html_report_opens_in_a_headless_browser(cli_report, tmp_path):
         "--dump-dom",
         page.as_uri(),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     body = re.search(r"<body[^>]*>", proc.stdout)
     assert body is not None, proc.stdout[:2000]
