@@ -29,6 +29,10 @@ class OptimizerCarryError(TorchgrowError, TypeError):
     """The optimizer's state cannot be carried across an edit."""
 
 
+class CheckpointError(TorchgrowError, ValueError):
+    """A checkpoint cannot be written or read back (damaged, not torchgrow's, or not trusted)."""
+
+
 def require_int(value: object, what: str, minimum: int = 0) -> int:
     """``value`` if it is an int (not a bool) ``>= minimum``, else a :class:`GrowthInputError`.
 

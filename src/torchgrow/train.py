@@ -266,8 +266,15 @@ def _rng_snapshot(loader: DataLoader) -> dict[str, Any]:
     return {
         "loader_generators": [g.get_state() for g in _loader_generators(loader)],
         "python_random": random.getstate(),
-        "numpy_random": np.random.get_state(),  # noqa: NPY002 - legacy global state, saved as is
+        "numpy_random": _numpy_state(),
     }
+
+
+def _numpy_state() -> tuple[Any, ...]:
+    """numpy's legacy global generator state with plain Python values (a checkpoint's
+    safe loader takes no numpy arrays)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - legacy global
+    return (name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached))
 
 
 def _rng_restore(loader: DataLoader, state: dict[str, Any], ckpt: tg_io.Checkpoint) -> None:
@@ -281,7 +288,8 @@ def _rng_restore(loader: DataLoader, state: dict[str, Any], ckpt: tg_io.Checkpoi
     for g, s in zip(gens, saved, strict=True):
         g.set_state(s)
     random.setstate(state["python_random"])
-    np.random.set_state(state["numpy_random"])  # noqa: NPY002
+    name, keys, pos, has_gauss, cached = state["numpy_random"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     ckpt.restore_rng()
 
 

@@ -1,4 +1,4 @@
-"""Saving and loading grown models, their optimizers and their growers.
+"""The checkpoint of a grown model, its optimizer and its grower: what is stored, and how.
 
 A grown model no longer has the architecture its class builds by default, so
 a bare ``state_dict`` cannot be loaded back into a freshly built model. A
@@ -6,26 +6,17 @@ torchgrow checkpoint therefore stores the model *object* (pickled, together
 with its ``state_dict``), the optimizer as its class, defaults, param groups
 (parameters by name) and ``state_dict``, the grower as its when/where/how/size
 policy objects (pickled) plus :meth:`~torchgrow.Grower.state_dict`, and the
-torch random-number-generator state.
-
-.. warning::
-
-   Loading a checkpoint unpickles arbitrary Python objects
-   (``torch.load(..., weights_only=False)``): only load checkpoints you trust.
-
-.. code-block:: python
-
-    torchgrow.save("run.pt", model, optimizer, grower, extra={"epoch": 3})
-    ckpt = torchgrow.load("run.pt")
-    model, optimizer, grower = ckpt.model, ckpt.optimizer, ckpt.grower
+torch random-number-generator state. :mod:`torchgrow.io.safety` says what
+loading may import; :mod:`torchgrow.io.fileformat` how the file is laid out.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import io
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,20 +25,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .errors import TorchgrowError
-from .grower import Grower
-from .ops.masks import own_parametrized_class
+from ..errors import CheckpointError
+from ..grower import Grower
+from ..ops.masks import own_parametrized_class
+from .fileformat import read_payload, write_payload
+from .safety import resolve_safe_globals
 
 __all__ = ["Checkpoint", "CheckpointError", "save", "load"]
 
 FORMAT = "torchgrow-checkpoint"
-VERSION = 1
+VERSION = 2
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-class CheckpointError(TorchgrowError, ValueError):
-    """A checkpoint cannot be written or read back."""
 
 
 @dataclass
@@ -240,12 +229,12 @@ def save(
     ----------
     path : str or Path
         The file to write (parent folders are created). It is written to a
-        temporary file first and renamed, so an interrupted save never leaves a
-        truncated checkpoint behind.
+        temporary file in the same folder and renamed, so an interrupted save
+        leaves the previous file (or none) and no temporary file behind.
     model : nn.Module
-        The model. Its object is pickled (its class must be importable when
-        loading), together with its ``state_dict``. Masked layers
-        (parametrizations) are supported.
+        The model. Its object is pickled (its class must be importable, at
+        module level of an importable module, when loading), together with its
+        ``state_dict``. Masked layers (parametrizations) are supported.
     optimizer : torch.optim.Optimizer, optional
         Saved as its class, ``defaults``, each param group's hyper-parameters
         and parameter *names* (from ``model.named_parameters()``), and its
@@ -266,18 +255,21 @@ def save(
     ------
     CheckpointError
         If something cannot be saved (an optimized tensor outside the model, an
-        unpicklable policy or model).
+        unpicklable policy or model, a class defined in ``__main__``, a
+        directory as ``path``); nothing is written then.
     """
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"model must be an nn.Module, got {type(model).__name__}")
     if grower is not None and grower.model is not model:
         raise CheckpointError("the grower grows a different model object than the one saved")
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"cannot save a checkpoint to {path}: it is a directory")
     picklable_model, parametrizations = _strip_parametrizations(model)
     payload: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "model": picklable_model,
         "parametrizations": parametrizations,
         "model_state": model.state_dict(),
@@ -291,19 +283,49 @@ def save(
             else None
         ),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()
     try:
-        torch.save(payload, tmp)
+        torch.save(payload, buffer)
     except (pickle.PicklingError, AttributeError, TypeError, RuntimeError) as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(
             f"could not pickle the checkpoint: {exc}. The model (and the policies, and "
             "anything in extra) must be picklable: defined at module level, no lambdas or "
             "local classes"
         ) from exc
-    tmp.replace(path)
+    data = buffer.getvalue()
+    in_main = sorted(
+        n
+        for n in torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+        if n.startswith("__main__.")
+    )
+    if in_main:
+        raise CheckpointError(
+            f"cannot save {', '.join(in_main)}: defined in __main__, so only the very script "
+            "that saved the checkpoint could load it; move the class into a module and import "
+            "it from there"
+        )
+    write_payload(path, data)
     return path
+
+
+def _unpickle(
+    payload: bytes,
+    source: str,
+    map_location: str | torch.device | None,
+    trusted: bool,
+    allow: Iterable[Any],
+) -> Any:
+    if trusted:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+    objs = resolve_safe_globals(payload, source, allow)
+    try:
+        with torch.serialization.safe_globals(objs):
+            return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{source} could not be loaded safely: {str(exc).splitlines()[0]}. If you trust "
+            "this file, load it with torchgrow.load(path, trusted=True)"
+        ) from exc
 
 
 def load(
@@ -311,13 +333,18 @@ def load(
     *,
     map_location: str | torch.device | None = "cpu",
     loss_fn: LossFn | None = None,
+    trusted: bool = False,
+    allow: Iterable[Any] = (),
 ) -> Checkpoint:
-    """Read a checkpoint written by :func:`save`.
+    """Read a checkpoint written by :func:`save`, without running code from the file.
 
-    .. warning::
-
-       This unpickles Python objects (``torch.load(..., weights_only=False)``),
-       which can run arbitrary code: only load checkpoints you trust.
+    The file's checksum is verified first, then it is unpickled with
+    ``torch.load(weights_only=True)`` and an allow-list: layers of
+    ``torch.nn`` and torchgrow, ``torch.optim`` optimizers and torchgrow's
+    policies (:mod:`torchgrow.io.safety`). A checkpoint that names other
+    classes (a model of your own class) is refused with the names, unless they
+    are allowed (``allow`` or :func:`torchgrow.io.add_safe_classes`) or the
+    file is ``trusted``.
 
     Parameters
     ----------
@@ -330,6 +357,11 @@ def load(
         The grower's loss function, when it could not be pickled at save time
         (a lambda, a closure); it also overrides a saved one. Without either,
         the rebuilt grower uses its default loss.
+    trusted : bool
+        Unpickle without restrictions (``weights_only=False``): any code the
+        file names can run. Only for files you made or trust.
+    allow : iterable of classes or functions
+        Your own classes (and functions) the file may name, for this call.
 
     Returns
     -------
@@ -342,14 +374,15 @@ def load(
     Raises
     ------
     CheckpointError
-        If the file is not a torchgrow checkpoint.
+        If the file is empty, truncated, damaged (checksum), not a torchgrow
+        checkpoint, or names classes that are not allowed; the message names
+        the file and what is wrong.
     FileNotFoundError
         If the file does not exist.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    data, _ = read_payload(path)
+    payload = _unpickle(data, str(path), map_location, trusted, allow)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is not a torchgrow checkpoint (write one with torchgrow.save); a plain "
