@@ -371,6 +371,24 @@ def test_cifar10_folder_reads_pickles(tmp_path: Path, nested: bool) -> None:
     assert ds.y_test.tolist() == batches["test_batch"][b"labels"]
 
 
+class _Planted:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+def test_cifar10_folder_refuses_a_planted_pickle(tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    marker = tmp_path / "ran.txt"
+    with open(tmp_path / "data_batch_3", "wb") as fh:
+        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, fh)
+    with pytest.raises(ValueError, match=r"data_batch_3: not a CIFAR-10 batch.*builtins\.exec"):
+        D.cifar10_folder(tmp_path)
+    assert not marker.exists()
+
+
 def test_cifar10_folder_missing(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         D.cifar10_folder(tmp_path)

@@ -584,9 +584,33 @@ def mnist_folder(root: str | Path) -> Dataset:
     return _idx_dataset(root, "mnist", "Put the four MNIST IDX files there; nothing is downloaded.")
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays, and refuses every other global."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays, lists "
+                "and bytes, and loading other objects could run code"
+            )
+        return super().find_class(module, name)
+
+
 def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as fh:
-        batch = pickle.load(fh, encoding="bytes")  # trusted local files (see docstring)
+        try:
+            batch = _ArrayUnpickler(fh, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+            raise ValueError(f"{path}: not a CIFAR-10 batch ({exc})") from exc
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
@@ -600,7 +624,8 @@ def _load_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def cifar10_folder(root: str | Path) -> Dataset:
     """CIFAR-10 read from the standard python-pickle batches in a local folder.
 
-    Only open files you trust: the batches are Python pickles.
+    The batches are Python pickles; they are read with an unpickler that
+    accepts arrays, lists and bytes only, so a planted file cannot run code.
 
     Parameters
     ----------

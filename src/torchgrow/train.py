@@ -575,8 +575,9 @@ def fit(
         or with a scheduler (which must be built on the optimizer it steps),
         load the checkpoint with :func:`torchgrow.load` first and pass its
         model, optimizer and grower. Given the same data and arguments, the
-        resumed run matches an uninterrupted one exactly. Checkpoints are
-        pickles: only resume from files you trust.
+        resumed run matches an uninterrupted one exactly. The checkpoint is
+        read by :func:`torchgrow.load`, which runs no code from it (a model
+        of your own class must be allowed: :func:`torchgrow.io.add_safe_classes`).
 
     Returns
     -------
