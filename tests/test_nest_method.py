@@ -182,3 +182,29 @@ def test_unreached_target_pruning_may_not_fall_below_the_best_growth_round(digit
     prune = rows[-1]
     assert prune["phase"] == "prune"
     assert prune["accepted"] == (prune["val_accuracy"] >= best)
+
+
+def test_the_default_run_grows_neurons_and_feature_maps(digits):
+    # the paper's Policies 1-3 all run out of the box: connections, neurons, and maps on convs
+    model, opt = build()
+    nest = methods.NeST(model, opt, digits, max_grow_rounds=1, grow_epochs=1, max_prune_rounds=0)
+    grow = [r for r in nest.run() if r["phase"] == "grow"]
+    assert grow[0]["connections_added"] > 0 and grow[0]["neurons_added"] == 2 * 10
+    torch.manual_seed(0)
+    conv = models.plain_convnet(blocks=(1, 1), channels=(4, 8), in_channels=1, num_classes=10)
+    copt = torch.optim.SGD(conv.parameters(), lr=0.05, momentum=0.9)
+    nest = methods.NeST(conv, copt, digits, max_grow_rounds=1, grow_epochs=1, max_prune_rounds=0)
+    grow = [r for r in nest.run() if r["phase"] == "grow"]
+    assert grow[0]["maps_added"] > 0
+
+
+def test_compare_nest_grows_neurons_from_the_start_width(tmp_path):
+    from torchgrow.compare import CompareConfig, _load_data
+    from torchgrow.contenders import CONTENDERS, Context
+
+    cfg = CompareConfig(methods=("nest",), data="digits", budget_epochs=6, width=8, threads=1)
+    torch.manual_seed(0)
+    out = CONTENDERS["nest"].run(Context(cfg, _load_data(cfg), 0, tmp_path, None))
+    assert out.model_name.startswith("MLP 64-8-8-10 sparse seed")
+    grows = [e for e in out.events if e["kind"] == "grow"]
+    assert grows and all(" 0 neurons" not in e["detail"] for e in grows)

@@ -10,7 +10,8 @@ name        model family        recipe (budget ``E`` epochs)
 static      MLP in-w-w-out      no growth, ``E`` epochs (the start size of width growth)
 random      MLP in-w-w-out      random fan-out, zero fan-in units, up to ``grow_factor`` x w
 gradmax     MLP in-w-w-out      GradMax units on the same schedule as ``random``
-nest        MLP in-W-W-out      NeST: sparse seed of W = ``grow_factor`` x w, grow, prune
+nest        MLP in-w-w-out      NeST: sparse seed of width w, connections and neurons
+                                grown towards W = ``grow_factor`` x w, then pruned
 autogrow    residual MLP        AutoGrow from 1-1-1 blocks of width w, tail of E/4
 compnet     MLP in-w-w-out      CompNet: parent, one compact layer, fine-tuning
 ==========  ==================  ====================================================
@@ -319,8 +320,8 @@ def _nest(ctx: Context) -> Outcome:
     cfg = ctx.config
     n_in, n_out = _dims(ctx.data)
     torch.manual_seed(ctx.seed)
-    big = int(round(cfg.grow_factor * cfg.width))
-    model = tg_models.mlp([n_in, big, big, n_out])
+    w, big = cfg.width, int(round(cfg.grow_factor * cfg.width))
+    model = tg_models.mlp([n_in, w, w, n_out])
     e = cfg.budget_epochs
     grow_rounds = max(0, e // 2 - 1)
     nest = methods.NeST(
@@ -331,6 +332,8 @@ def _nest(ctx: Context) -> Outcome:
         val_fraction=cfg.val_fraction,
         grow_epochs=1,
         max_grow_rounds=grow_rounds,
+        # Policy 2 takes the hidden layers from w towards grow_factor x w over the growth rounds
+        neurons_per_round=math.ceil((big - w) / max(1, grow_rounds)),
         retrain_epochs=1,
         max_prune_rounds=e - 1 - grow_rounds,
         prune_retries=e,  # the epoch budget, not the retries, ends pruning
@@ -380,7 +383,7 @@ def _nest(ctx: Context) -> Outcome:
         test_accuracy=out["test_accuracy"],
         training_flops=out["training_flops"],
         epochs=out["epochs_trained"],
-        model_name=f"MLP {n_in}-{big}-{big}-{n_out}, sparse seed (ReLU)",
+        model_name=f"MLP {n_in}-{w}-{w}-{n_out} sparse seed, neurons grown towards {big} (ReLU)",
         extra={"nest_rounds": out["rounds"]},
     )
 

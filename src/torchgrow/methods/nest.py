@@ -107,11 +107,15 @@ class NeST:
     connection_lr : float
         Step size of the gradient initialisation. [I]
     neurons_per_round : int
-        Policy 2: new neurons per hidden FC layer per round. [I]
+        Policy 2: new neurons per hidden FC layer per round (default 10, the
+        value of torchgrow's LeNet-300-100 benchmark; 0 turns Policy 2 off).
+        [I] The paper grows neurons but gives no number.
     alpha, beta : float
         Policy 2/3 birth strength (paper: > 0.3) and Policy 2 growth ratio. [I]
     maps_per_round, candidates : int
-        Policy 3: new feature maps per conv layer per round, and candidates r. [I]
+        Policy 3: new feature maps per conv layer per round (default 2, the
+        LeNet-5 benchmark's; only where the model has convs; 0 turns it off),
+        and candidates r (10). [I]
     prune_fraction : float
         Policy 4: fraction of each layer's active weights pruned per step. [I]
     retrain_epochs : int
@@ -164,10 +168,10 @@ class NeST:
         connection_fraction: float = 0.15,
         connection_init: str = "gradient",
         connection_lr: float = 0.01,
-        neurons_per_round: int = 0,
+        neurons_per_round: int = 10,
         alpha: float = 0.5,
         beta: float = 0.01,
-        maps_per_round: int = 0,
+        maps_per_round: int = 2,
         candidates: int = 10,
         prune_fraction: float = 0.15,
         retrain_epochs: int = 1,
