@@ -105,7 +105,8 @@ def test_stagnation_uses_the_running_max_over_the_window():
     ema = Stagnation(metric="ema", decay=0.5, window=1)
     ema.push(0.4)
     ema.push(0.8)
-    assert ema.values == pytest.approx([40.0, 60.0])
+    # the official ExponentialMovingAverage starts from 0: 0.5*0 + 0.5*40, then 0.5*20 + 0.5*80
+    assert ema.values == pytest.approx([20.0, 50.0])
     with pytest.raises(GrowthInputError, match="fraction"):
         ema.push(80.0)
 
@@ -256,6 +257,49 @@ def test_adam_init_in_the_driver_is_charged_and_recorded(digits):
     ag, out = run(digits, init=AdamInit(max_epochs=1), max_growth_epochs=1)
     (event,) = [e for e in ag.events if "stage" in e]
     assert event["adam_epochs"] == 1 and "adam_recovered" in event
-    assert event["max_abs_delta"] > 0.0  # Adam moved the new last BN away from zero
+    assert event["max_abs_delta"] > 0.0  # not function-preserving: the change is recorded
     plain, _ = run(digits, init=ZeroInit(), max_growth_epochs=1)
     assert out["training_flops"] > plain.summary()["training_flops"]  # the Adam epoch costs
+
+
+def test_after_a_freeze_round_robin_goes_on_with_the_next_stage(digits):
+    # the official code grows the stage after the frozen one (next_group), not stage 1 again
+    model = tiny_resnet()
+    ag = methods.AutoGrow(
+        model, sgd(model), digits, interval=1, max_blocks=5, max_growth_epochs=3, tail_epochs=0
+    )
+    answers = iter([False, True])  # asked after the 2nd and 3rd epochs: stall at the 3rd
+    ag.stagnation.stalled = lambda: next(answers)
+    ag.run()
+    kinds = [("freeze", e["frozen"]) if "frozen" in e else ("grow", e["stage"]) for e in ag.events]
+    assert kinds == [
+        ("grow", "stage1"),
+        ("grow", "stage2"),
+        ("freeze", ["stage2"]),
+        ("grow", "stage3"),
+    ]
+
+
+def test_convergent_staircase_uses_the_codes_integer_thresholds(digits):
+    # K = 6: lr until K // 2 = 3, lr/10 until K * 3 // 4 = 4, then lr/100 (K/2, 3K/4 differ here)
+    model = tiny_resnet()
+    ag = methods.AutoGrow(
+        model, sgd(model), digits, interval=6, convergent=True, max_growth_epochs=6,
+        tail_epochs=0, init=ZeroInit(),
+    )  # fmt: skip
+    ag.run()
+    assert [r["lr"] / 0.05 for r in ag.rows] == pytest.approx([1, 1, 1, 0.1, 0.01, 0.01])
+
+
+def test_adam_init_starts_from_the_default_last_bn_like_the_official_code(digits):
+    block = tiny_resnet().new_block("stage2")
+    with torch.no_grad():
+        block.last_bn.weight.fill_(0.3)
+        block.last_bn.bias.fill_(0.7)
+    AdamInit().init(block)
+    assert torch.equal(block.last_bn.weight, torch.ones_like(block.last_bn.weight))
+    assert torch.equal(block.last_bn.bias, torch.zeros_like(block.last_bn.bias))
+    assert not AdamInit.function_preserving
+    ag, _ = run(digits, init=AdamInit(max_epochs=0), max_growth_epochs=1)
+    (event,) = [e for e in ag.events if "stage" in e]
+    assert event["max_abs_delta"] > 1e-3  # gamma 1 adds the new residual branch: recorded

@@ -217,8 +217,9 @@ class Stagnation(Policy):
     """AutoGrow's stopping signal: validation accuracy stopped improving over the last ``J`` epochs.
 
     Keeps ``best[t]``, the running maximum (``metric="max"``, the paper's) or
-    an exponential moving average (``metric="ema"``, the code's ``avg``) of
-    validation accuracy in percent, one value per epoch. :meth:`stalled` is
+    an exponential moving average (``metric="ema"``, the code's ``avg``,
+    which starts from 0 as the official one does) of validation accuracy in
+    percent, one value per epoch. :meth:`stalled` is
     true when ``best[now] - best[now - J] < tau``; with fewer than ``J + 1``
     values it is false.
 
@@ -253,12 +254,11 @@ class Stagnation(Policy):
         if not 0.0 <= accuracy <= 1.0:
             raise GrowthInputError(f"accuracy must be a fraction in [0, 1], got {accuracy!r}")
         pct = 100.0 * accuracy
-        if not self.values:
-            value = pct
-        elif self.metric == "max":
-            value = max(self.values[-1], pct)
-        else:
-            value = self.decay * self.values[-1] + (1 - self.decay) * pct
+        previous = self.values[-1] if self.values else None
+        if self.metric == "max":
+            value = pct if previous is None else max(previous, pct)
+        else:  # the official ExponentialMovingAverage starts from 0, not from the first value
+            value = self.decay * (previous or 0.0) + (1 - self.decay) * pct
         self.values.append(value)
         return value
 

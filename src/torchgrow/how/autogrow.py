@@ -7,8 +7,10 @@ shift β the initialiser sets:
 - :class:`ZeroInit`: γ = β = 0. The residual branch outputs exactly 0, so
   after a ReLU on a non-negative input the block is the identity: the
   network's function is preserved.
-- :class:`AdamInit`: starts from ZeroInit, then trains only the new γ and β
-  with Adam until training accuracy recovers (see :meth:`AdamInit.adapt`).
+- :class:`AdamInit`: starts from the framework default (γ = 1, β = 0, as the
+  official code leaves them), then trains only the new γ and β with Adam
+  until training accuracy recovers (see :meth:`AdamInit.adapt`); not
+  function-preserving.
 - :class:`UniInit`: γ, β i.i.d. U(0, ``meta``) (the code's range is [0, 1),
   not symmetric).
 - :class:`GauInit` (the paper's best): γ, β i.i.d. N(0, ``meta``²).
@@ -158,17 +160,17 @@ class UniInit(_RandomBN):
         return f"UniInit: last BN gamma, beta ~ U(0, {self.meta:g})"
 
 
-class AdamInit(ZeroInit):
-    """ZeroInit, then train only the new last-BN γ and β with Adam until training accuracy recovers.
+class AdamInit(BlockInit):
+    """Default γ = 1, β = 0, then train only the new last-BN γ and β with Adam until accuracy recovers.
 
-    After the block is appended, :meth:`adapt` freezes every other parameter
-    and trains γ and β (Adam, ``lr``, ``weight_decay``) epoch by epoch, at most
-    ``max_epochs``, stopping as soon as training accuracy exceeds the accuracy
-    before growth minus ``recover_within`` (the code: 0.5 points).
-
-    Starting from γ = β = 0 keeps the first evaluation function-preserving;
-    which values the official code starts Adam from is not stated in the
-    paper, so this is torchgrow's reading.
+    The official code (``main_gradual.py:load_all``) leaves the new last
+    BatchNorm at PyTorch's default (γ = 1, β = 0) and hands it to Adam; so
+    does :meth:`init` here, which is therefore **not** function-preserving:
+    the driver records the change. After the block is appended,
+    :meth:`adapt` freezes every other parameter and trains γ and β (Adam,
+    ``lr``, ``weight_decay``) epoch by epoch, at most ``max_epochs``,
+    stopping as soon as training accuracy exceeds the accuracy before growth
+    minus ``recover_within`` (the code: 0.5 points).
 
     Parameters
     ----------
@@ -181,7 +183,7 @@ class AdamInit(ZeroInit):
         at which adaptation stops.
     """
 
-    function_preserving = True
+    function_preserving = False
 
     def __init__(
         self,
@@ -198,6 +200,12 @@ class AdamInit(ZeroInit):
         self.lr, self.weight_decay = float(lr), float(weight_decay)
         self.max_epochs = require_int(max_epochs, "AdamInit(max_epochs)", 0)
         self.recover_within = float(recover_within)
+
+    def init(self, block: nn.Module) -> None:
+        bn = _require_last_bn(block, "AdamInit")
+        with torch.no_grad():
+            bn.weight.fill_(1.0)  # PyTorch's default, which the official code keeps
+            bn.bias.zero_()
 
     def adapt(
         self,
@@ -259,7 +267,7 @@ class AdamInit(ZeroInit):
 
     def describe(self) -> str:
         return (
-            f"AdamInit: last BN trained alone with Adam (lr {self.lr:g}) for up to "
+            f"AdamInit: last BN from gamma 1, beta 0, trained alone with Adam (lr {self.lr:g}) for up to "
             f"{self.max_epochs} epochs until train accuracy recovers to within "
             f"{100 * self.recover_within:g} points"
         )

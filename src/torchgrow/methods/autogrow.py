@@ -180,7 +180,8 @@ class AutoGrow:
         self.stagnation = Stagnation(tau=tau, window=window, metric=metric)
         self.max_arch = dict(zip(self.stages, limits, strict=True))
         self.frozen: set[str] = set()
-        self.last_grown: list[str] = []
+        self.last_grown: list[str] = []  # grown since the last freeze: what a stall freezes
+        self.previous: list[str] = []  # the last growth step's stages: where round robin resumes
         self.base_lrs = [g["lr"] for g in optimizer.param_groups]
         self.seed = seed
         self.train_set, self.val_set = data.split_validation(val_fraction, seed=seed)
@@ -229,10 +230,13 @@ class AutoGrow:
             group["lr"] = base * factor
 
     def _staircase(self, epoch_in_interval: int) -> float:
-        """c-AutoGrow's factor for the given 0-based epoch of an interval."""
-        if epoch_in_interval < self.interval / 2:
+        """c-AutoGrow's factor for the given 0-based epoch of an interval.
+
+        The official code's integer thresholds: ``K // 2`` and ``K * 3 // 4``.
+        """
+        if epoch_in_interval < self.interval // 2:
             return 1.0
-        if epoch_in_interval < 3 * self.interval / 4:
+        if epoch_in_interval < self.interval * 3 // 4:
             return 0.1
         return 0.01
 
@@ -250,7 +254,9 @@ class AutoGrow:
         open_stages = [
             s for s in self.stages if s not in self.frozen and arch[s] < self.max_arch[s]
         ]
-        chosen = self.where.select(self.stages, open_stages, self.last_grown)
+        # after a freeze the round robin goes on from the frozen stage, as the official code's
+        # next_group does, rather than starting again at the first stage
+        chosen = self.where.select(self.stages, open_stages, self.previous)
         if not chosen:
             return
         assert self.compute is not None
@@ -285,7 +291,7 @@ class AutoGrow:
         for ev in self.events[-len(chosen) :]:
             ev["max_abs_delta"] = delta  # of the whole step (all blocks appended at once)
         self.compute.refresh()
-        self.last_grown = chosen
+        self.last_grown = self.previous = chosen
 
     def _on_epoch_end(self, loader: DataLoader) -> Callable[[Any], bool]:
         def hook(history: Any) -> bool:
