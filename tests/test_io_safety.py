@@ -167,11 +167,16 @@ def test_every_torchgrow_model_family_loads_on_the_safe_path(tmp_path):
             assert torch.equal(a, b), (name, k)
 
 
-def test_names_reached_through_another_module_are_not_allowed():
-    # torchgrow.io.checkpoint imports pickle: "torchgrow.io.checkpoint.pickle.loads" must not
-    # resolve to pickle.loads (an object is allowed under its own name only)
-    assert safety._resolve("torchgrow.io.checkpoint.pickle.loads") is None
-    assert safety._resolve("os.system") is None
+def test_objects_are_judged_by_their_own_module_not_the_name_they_are_reached_by():
+    # torchgrow.io.checkpoint imports pickle: "torchgrow.io.checkpoint.pickle.loads" reaches
+    # pickle.loads, which the policy refuses whatever name led to it
+    import pickle
+
+    assert safety._resolve("torchgrow.io.checkpoint.pickle.loads") is pickle.loads
+    assert not safety._allowed_by_default(pickle.loads)
+    assert not safety._allowed_by_default(safety._resolve("torchgrow.io.fileformat.os.replace"))
+    assert safety._resolve("os.system") is None  # nothing outside torch/torchgrow is imported
+    assert safety._resolve("torchgrow.models.CifarResNet") is models.CifarResNet  # an alias
     assert safety._resolve("torch.nn.modules.linear.Linear") is nn.Linear
     assert not safety._allowed_by_default(torchgrow.save)  # a torchgrow function that writes
 

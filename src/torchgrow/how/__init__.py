@@ -24,6 +24,7 @@ from .base import (
 from .compnet import identity_layer, morphism_factors, prox_group_lasso, unit_group_norms
 from .gradmax import (
     GradMax,
+    GradMaxBatchNormWarning,
     GradMaxFallbackWarning,
     GradMaxOpt,
     GradMaxRankWarning,
@@ -47,6 +48,7 @@ __all__ = [
     "GradMax",
     "GradMaxOpt",
     "LossDescent",
+    "GradMaxBatchNormWarning",
     "GradMaxFallbackWarning",
     "GradMaxRankWarning",
     "dense_pair_matrix",

@@ -55,6 +55,32 @@ class GradMaxRankWarning(UserWarning):
     """More units were asked for than GradMax's matrix has informative directions."""
 
 
+class GradMaxBatchNormWarning(UserWarning):
+    """A training-mode BatchNorm between the pair: the closed form is not the real gradient."""
+
+
+def _warn_train_mode_batchnorm(unit: GrowableUnit, modules: dict[str, nn.Module]) -> None:
+    norms = [
+        n
+        for n in unit.per_channel
+        if isinstance(modules[n], nn.modules.batchnorm._BatchNorm) and modules[n].training
+    ]
+    if not norms:
+        return
+    eps = min(float(modules[n].eps) for n in norms)
+    warnings.warn(
+        f"GradMax on {unit.name!r}: {norms} between the producer and its consumer normalise with "
+        "batch statistics (training mode), which the closed form ignores, as the official code "
+        "does. A new zero channel has zero batch variance there, so its real fan-in gradient is "
+        f"scaled by about 1/sqrt(eps) = {eps**-0.5:.0f} and centred over the batch: the chosen "
+        "fan-out maximises another gradient than the one the new units get. Grow with the "
+        "BatchNorms in eval mode, grow pairs without one, or use how.GradMaxOpt (which "
+        "differentiates through the real network)",
+        GradMaxBatchNormWarning,
+        stacklevel=4,
+    )
+
+
 def fix_signs(vectors: Tensor) -> Tensor:
     """Flip each row so that its largest-magnitude entry is positive (SVD signs are arbitrary)."""
     idx = vectors.abs().argmax(dim=1, keepdim=True)
@@ -158,7 +184,9 @@ class GradMax(How):
       (``mixed="iterative"`` solves them like the cases above instead).
 
     Per-channel layers between the pair (BatchNorm) are ignored by the closed
-    form, as in the official code. When ``k`` exceeds the rank of ``M``, the
+    form, as in the official code; a BatchNorm in training mode there gets a
+    :class:`GradMaxBatchNormWarning` (its batch statistics scale the new
+    units' real gradient by about ``1/sqrt(eps)``). When ``k`` exceeds the rank of ``M``, the
     extra directions are the next singular vectors of the full SVD: an
     orthonormal basis of the null space of ``M^T`` (their gradient is zero) and
     a :class:`GradMaxRankWarning` says so; beyond the consumer's dimension
@@ -341,6 +369,7 @@ class GradMax(How):
             out.info.update(solver="random-fallback")
             return out
         if kind in ("dense", "conv"):
+            _warn_train_mode_batchnorm(unit, modules)
             p, c = unit.producers[0], unit.consumers[0].name
             h, g = stats.producer_inputs[p], stats.consumer_grads[c]
             if kind == "dense":
@@ -380,7 +409,8 @@ class GradMaxOpt(How):
     steps : int
         Adam steps (100 in the official code).
     lr : float
-        Adam learning rate.
+        Adam learning rate (the official code: Keras Adam's default, 0.001;
+        its student-teacher notebook uses 100 for Fig. 2a).
     seed : int
         Seed of the random start.
     """
@@ -393,7 +423,7 @@ class GradMaxOpt(How):
         scale: float = 0.5,
         scale_method: str = "mean_norm",
         steps: int = 100,
-        lr: float = 0.01,
+        lr: float = 0.001,
         seed: int = 0,
     ) -> None:
         if not lr > 0:
@@ -473,7 +503,8 @@ class LossDescent(How):
     steps : int
         Adam steps (100 in the official code).
     lr : float
-        Adam learning rate.
+        Adam learning rate (the official code: Keras Adam's default, 0.001;
+        its student-teacher notebook uses 100 for Fig. 2a).
     seed : int
         Seed of the random start.
     """
@@ -487,7 +518,7 @@ class LossDescent(How):
         in_scale: float = 0.01,
         scale_method: str = "mean_norm",
         steps: int = 100,
-        lr: float = 0.01,
+        lr: float = 0.001,
         seed: int = 0,
     ) -> None:
         if not in_scale > 0:

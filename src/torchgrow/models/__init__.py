@@ -1,0 +1,117 @@
+"""The model families the growth papers use, with readable layer names.
+
+Every builder returns an ordinary :class:`torch.nn.Module` whose layers are
+named submodules (``fc1``, ``act1``, ``stage2.0.conv1``...) and whose
+activations are modules, not functional calls, so that growth operations can
+find and edit every layer by name and :func:`torch.fx.symbolic_trace` sees the
+whole wiring. Each builder accepts ``width_mult`` (hidden widths are scaled by
+it, rounded half up, at least 1; input and output widths are not) and
+``activation`` (see :func:`activation_module`).
+
+==================  ====================================================
+name                model
+==================  ====================================================
+``mlp``             fully connected net of any depth (GradMax, NeST)
+``lenet_300_100``   LeNet-300-100 (266,610 parameters)
+``lenet5``          Caffe LeNet-5, as NeST uses it (431,080 parameters)
+``cifar_resnet``    CIFAR-style ResNet (AutoGrow), basic or bottleneck
+``vgg_small``       small VGG-style conv net
+``residual_mlp``    residual MLP in stages (AutoGrow)
+``plain_convnet``   plain VGG-style conv net in stages (AutoGrow)
+==================  ====================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ._layers import ACTIVATIONS, activation_module, scale_width
+from .lenet import lenet5
+from .mlp import lenet_300_100, mlp
+from .plain_convnet import PlainConvBlock, PlainConvNet, plain_convnet
+from .residual_mlp import ResidualLinearBlock, ResidualMLP, residual_mlp
+from .resnet import BasicBlock, Bottleneck, CifarResNet, cifar_resnet
+from .vgg import vgg_small
+
+__all__ = [
+    "ACTIVATIONS",
+    "MODELS",
+    "BasicBlock",
+    "Bottleneck",
+    "CifarResNet",
+    "PlainConvBlock",
+    "PlainConvNet",
+    "ResidualLinearBlock",
+    "ResidualMLP",
+    "activation_module",
+    "build",
+    "count_parameters",
+    "cifar_resnet",
+    "lenet5",
+    "lenet_300_100",
+    "mlp",
+    "plain_convnet",
+    "residual_mlp",
+    "scale_width",
+    "vgg_small",
+]
+
+#: Builders by name, for :func:`build`.
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": mlp,
+    "lenet_300_100": lenet_300_100,
+    "lenet5": lenet5,
+    "cifar_resnet": cifar_resnet,
+    "vgg_small": vgg_small,
+    "residual_mlp": residual_mlp,
+    "plain_convnet": plain_convnet,
+}
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+    """Build a model by name.
+
+    Parameters
+    ----------
+    name : str
+        One of the keys of :data:`MODELS`: ``"mlp"``, ``"lenet_300_100"``,
+        ``"lenet5"``, ``"cifar_resnet"``, ``"vgg_small"``, ``"residual_mlp"``
+        or ``"plain_convnet"``.
+    **kwargs
+        Passed to the builder (``mlp`` needs ``widths=``, ``residual_mlp``
+        needs ``in_features=``).
+
+    Returns
+    -------
+    nn.Module
+        The model.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown; the message lists the valid names.
+    """
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+    return builder(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of a model.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any module.
+
+    Returns
+    -------
+    int
+        ``sum(p.numel() for p in model.parameters())``.
+    """
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,83 @@
+"""VGG-style conv nets."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from ._layers import _check_activation, activation_module, scale_width
+
+
+def vgg_small(
+    cfg: Sequence[int | str] = (32, "M", 64, "M", 128, 128, "M"),
+    *,
+    in_channels: int = 1,
+    input_size: int = 28,
+    num_classes: int = 10,
+    batchnorm: bool = True,
+    width_mult: float = 1.0,
+    activation: str = "relu",
+) -> nn.Sequential:
+    """A small VGG-style network: 3x3 convolutions and 2x2 max pools, then one linear layer.
+
+    Parameters
+    ----------
+    cfg : sequence of int or "M"
+        An int adds a 3x3 convolution (padding 1) with that many output
+        channels (scaled by ``width_mult``), followed by batch norm (if
+        ``batchnorm``) and the activation; ``"M"`` adds a 2x2 max pool.
+    in_channels : int, default 1
+        Input channels.
+    input_size : int, default 28
+        Height and width of the (square) inputs; fixes ``fc``'s input width.
+    num_classes : int, default 10
+        Output width.
+    batchnorm : bool, default True
+        Add :class:`torch.nn.BatchNorm2d` after each convolution (which then
+        has no bias).
+    width_mult : float, default 1.0
+        Multiplier of the convolution widths.
+    activation : str, default "relu"
+        Activation (see :func:`activation_module`).
+
+    Returns
+    -------
+    nn.Sequential
+        Layers ``conv1``, ``bn1``, ``act1``, ``pool1``, ``conv2``, ...,
+        ``flatten``, ``fc``.
+
+    Raises
+    ------
+    ValueError
+        If ``cfg`` has no convolution or an unknown entry, or the pools shrink
+        the input to nothing.
+    """
+    _check_activation(activation)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels, side, n_conv, n_pool = in_channels, int(input_size), 0, 0
+    for entry in cfg:
+        if entry == "M":
+            n_pool += 1
+            layers[f"pool{n_pool}"] = nn.MaxPool2d(2)
+            side //= 2
+        elif isinstance(entry, int) and not isinstance(entry, bool) and entry > 0:
+            n_conv += 1
+            width = scale_width(entry, width_mult)
+            layers[f"conv{n_conv}"] = nn.Conv2d(
+                channels, width, kernel_size=3, padding=1, bias=not batchnorm
+            )
+            if batchnorm:
+                layers[f"bn{n_conv}"] = nn.BatchNorm2d(width)
+            layers[f"act{n_conv}"] = activation_module(activation)
+            channels = width
+        else:
+            raise ValueError(f"cfg entries must be positive ints or 'M', got {entry!r}")
+    if n_conv == 0:
+        raise ValueError("cfg needs at least one convolution")
+    if side < 1:
+        raise ValueError(f"input_size={input_size} is too small for {n_pool} pools")
+    layers["flatten"] = nn.Flatten()
+    layers["fc"] = nn.Linear(channels * side * side, num_classes)
+    return nn.Sequential(layers)
