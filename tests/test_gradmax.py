@@ -290,3 +290,57 @@ def test_gradmax_grower_round_trips_through_a_checkpoint(tmp_path):
     assert ckpt.grower.description["name"] == "GradMax"
     assert isinstance(ckpt.grower.how, GradMax) and ckpt.grower.state.events == 1
     assert ckpt.grower.size.initial == {"fc1": 8, "fc2": 8}  # the fixed 25 % survives
+
+
+def test_baselines_default_to_the_official_adam_rate():
+    # the official code builds tf.keras.optimizers.Adam() (lr 0.001) for both baselines
+    assert GradMaxOpt().lr == 0.001
+    assert LossDescent().lr == 0.001
+
+
+def test_train_mode_batchnorm_between_the_pair_warns_and_the_gradient_differs():
+    from torchgrow.how import GradMaxBatchNormWarning
+
+    def run(train: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(
+            OrderedDict(
+                fc1=nn.Linear(12, 8), bn=nn.BatchNorm1d(8), act=ReLU1(), fc2=nn.Linear(8, 4)
+            )
+        )
+        model.train(train)
+        x, y = torch.randn(64, 12), torch.randint(0, 4, (64,))
+        g = Grower(model, None, when=Manual(), how=GradMax(), size=Units(1),
+                   loss_fn=F.cross_entropy)  # fmt: skip
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            (ev,) = g.grow((x, y))
+        r = 0.5 * float(model.fc2.weight[:, :8].norm(dim=0).mean())
+        return ev, r, [w.category for w in caught]
+
+    ev, r, caught = run(train=False)
+    assert GradMaxBatchNormWarning not in caught
+    assert ev.grad_norm_fan_in == pytest.approx(r * ev.info["sigma_1"], rel=1e-3)  # exact
+    ev, r, caught = run(train=True)
+    assert GradMaxBatchNormWarning in caught
+    # batch statistics of a zero channel: the real gradient is ~1/sqrt(eps) the closed form's
+    assert ev.grad_norm_fan_in > 100 * r * ev.info["sigma_1"]
+
+
+def test_zero_fan_in_through_an_activation_nonzero_at_zero_warns_and_changes_the_function():
+    from torchgrow.ops import FunctionChangeWarning
+
+    for act, warns in ((nn.Sigmoid(), True), (nn.Softplus(), True), (nn.Tanh(), False)):
+        torch.manual_seed(0)
+        model = nn.Sequential(OrderedDict(fc1=nn.Linear(6, 5), act=act, fc2=nn.Linear(5, 3)))
+        x, y = torch.randn(16, 6), torch.randn(16, 3)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            grower = methods.GradMax(model, None, layers=["fc1"], loss_fn=F.mse_loss)
+            (ev,) = grower.grow((x, y))
+        categories = [w.category for w in caught]
+        assert (FunctionChangeWarning in categories) == warns, act
+        if warns:
+            assert ev.max_abs_delta > 0.05  # f(0) times the new fan-out reaches the output
+        else:
+            assert ev.max_abs_delta <= 1e-6

@@ -198,6 +198,23 @@ _PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "det
 _NEUTRAL_METHODS = {"size", "dim"}  # return non-tensors
 # activations whose derivative at 0 is 0: new zero-fan-in units behind them never train
 DEAD_AT_ZERO = {"ReLU", "ReLU6", "relu", "relu_", "relu6"}
+# activations whose value at 0 is not 0: new zero-fan-in units behind them output f(0) != 0,
+# so a non-zero fan-out changes the function
+NONZERO_AT_ZERO = {
+    "Sigmoid",
+    "sigmoid",
+    "sigmoid_",
+    "Softplus",
+    "softplus",
+    "LogSigmoid",
+    "logsigmoid",
+    "Hardsigmoid",
+    "hardsigmoid",
+    "Softmax",
+    "softmax",
+    "Softmin",
+    "softmin",
+}
 
 
 class _Leafy(torch.fx.Tracer):

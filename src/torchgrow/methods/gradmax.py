@@ -25,10 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError, require_int
-from ..graph import DEAD_AT_ZERO, growable_units
+from ..graph import DEAD_AT_ZERO, NONZERO_AT_ZERO, growable_units
 from ..grower import Grower
 from ..how import GradMax as GradMaxHow
-from ..ops.units import DeadUnitWarning
+from ..ops.units import DeadUnitWarning, FunctionChangeWarning
 from ..size import Fraction
 from ..when import Every
 from ..where import AllAtOnce, RoundRobin, Where
@@ -58,7 +58,7 @@ def GradMax(
     start_iteration: int = 10000,
     n_growth_steps: int | None = None,
     where: str | Where = "all_at_once",
-    layers: Sequence[str] | None = None,
+    layers: Sequence[str] | str | None = None,
     fraction: float = 0.25,
     scale: float = 0.5,
     scale_method: str = "mean_norm",
@@ -85,8 +85,13 @@ def GradMax(
         iterations from 10,000, 12 cycles (12 x the number of grown layers).
     where : {"all_at_once", "round_robin"} or Where
         Unit selection.
-    layers : sequence of str, optional
-        Producers to grow (default: every growable unit of the model).
+    layers : sequence of str or "all", optional
+        Producers to grow. Default: the model's ``growth_layers`` when it
+        declares them (``models.wide_resnet`` and ``models.cifar_resnet``: the
+        convolutions inside each block, as the paper's WRN setting grows the
+        first one; ``models.mobilenet_v1``: the pointwise convolutions), else
+        every growable unit. ``"all"``: every growable unit, including the
+        residual streams of a ResNet.
     fraction : float
         Units per growth: ``max(1, int(fraction * initial width))``.
     scale, scale_method : see :class:`torchgrow.how.GradMax`.
@@ -105,6 +110,16 @@ def GradMax(
         Call ``grower.step((x, y), loss_fn)`` after each optimizer step.
     """
     require_int(batch_size, "batch_size", 1)
+    units = growable_units(model)
+    if layers is None:  # the model's own preset (models.wide_resnet, cifar_resnet...), or all
+        layers = getattr(model, "growth_layers", None)
+    elif isinstance(layers, str):
+        if layers != "all":
+            raise GrowthInputError(
+                f"layers must be a list of producer names or 'all', got {layers!r}"
+            )
+        layers = None
+    names = set(layers) if layers is not None else {u.name for u in units}
     if isinstance(where, str):
         choices = {"all_at_once": AllAtOnce, "round_robin": RoundRobin}
         if where not in choices:
@@ -112,8 +127,6 @@ def GradMax(
                 f"where must be one of {sorted(choices)} or a Where, got {where!r}"
             )
         where = choices[where](layers)
-    units = growable_units(model)
-    names = set(layers) if layers is not None else {u.name for u in units}
     round_robin = isinstance(where, RoundRobin)
     if update_frequency is None:
         update_frequency = 150 if round_robin else 2500
@@ -133,6 +146,20 @@ def GradMax(
             "derivative at 0 is 0: those new units will never train. Build the model with "
             "torchgrow.nn.ReLU1 (models.*(activation='relu1')), as the official code does.",
             DeadUnitWarning,
+            stacklevel=2,
+        )
+    shifted = {
+        u.name: sorted(set(u.between) & NONZERO_AT_ZERO)
+        for u in units
+        if u.name in names and set(u.between) & NONZERO_AT_ZERO
+    }
+    if shifted:
+        warnings.warn(
+            f"GradMax grows units with zero fan-in and a non-zero fan-out, but {shifted} pass "
+            "through activations whose value at 0 is not 0: the new units output f(0) != 0 and "
+            "growth changes the function. GradMax preserves the function only through "
+            "activations with f(0) = 0 (ReLU1, tanh, GELU...).",
+            FunctionChangeWarning,
             stacklevel=2,
         )
     grower = Grower(

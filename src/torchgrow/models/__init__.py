@@ -18,6 +18,9 @@ name                model
 ``vgg_small``       small VGG-style conv net
 ``residual_mlp``    residual MLP in stages (AutoGrow)
 ``plain_convnet``   plain VGG-style conv net in stages (AutoGrow)
+``wide_resnet``     pre-activation WRN-n-k, inner widths scaled (GradMax, CIFAR)
+``vgg11``           VGG-11 with strided convolutions, no FC (GradMax, CIFAR)
+``mobilenet_v1``    MobileNet-v1, depthwise separable (GradMax, ImageNet)
 ==================  ====================================================
 """
 
@@ -31,10 +34,12 @@ from torch import nn
 from ._layers import ACTIVATIONS, activation_module, scale_width
 from .lenet import lenet5
 from .mlp import lenet_300_100, mlp
+from .mobilenet import MobileNetV1, mobilenet_v1
 from .plain_convnet import PlainConvBlock, PlainConvNet, plain_convnet
 from .residual_mlp import ResidualLinearBlock, ResidualMLP, residual_mlp
 from .resnet import BasicBlock, Bottleneck, CifarResNet, cifar_resnet
-from .vgg import vgg_small
+from .vgg import vgg11, vgg_small
+from .wide_resnet import WideBasicBlock, WideResNet, wide_resnet
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,10 +47,13 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CifarResNet",
+    "MobileNetV1",
     "PlainConvBlock",
     "PlainConvNet",
     "ResidualLinearBlock",
     "ResidualMLP",
+    "WideBasicBlock",
+    "WideResNet",
     "activation_module",
     "build",
     "count_parameters",
@@ -53,10 +61,13 @@ __all__ = [
     "lenet5",
     "lenet_300_100",
     "mlp",
+    "mobilenet_v1",
     "plain_convnet",
     "residual_mlp",
     "scale_width",
+    "vgg11",
     "vgg_small",
+    "wide_resnet",
 ]
 
 #: Builders by name, for :func:`build`.
@@ -68,6 +79,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg_small": vgg_small,
     "residual_mlp": residual_mlp,
     "plain_convnet": plain_convnet,
+    "wide_resnet": wide_resnet,
+    "vgg11": vgg11,
+    "mobilenet_v1": mobilenet_v1,
 }
 
 
@@ -77,9 +91,7 @@ def build(name: str, **kwargs: Any) -> nn.Module:
     Parameters
     ----------
     name : str
-        One of the keys of :data:`MODELS`: ``"mlp"``, ``"lenet_300_100"``,
-        ``"lenet5"``, ``"cifar_resnet"``, ``"vgg_small"``, ``"residual_mlp"``
-        or ``"plain_convnet"``.
+        One of the keys of :data:`MODELS` (the table in this module's docstring).
     **kwargs
         Passed to the builder (``mlp`` needs ``widths=``, ``residual_mlp``
         needs ``in_features=``).

@@ -188,6 +188,11 @@ class CifarResNet(nn.Module):
         The activation's name.
     stage_names : list of str
         ``["stage1", "stage2", ...]``.
+    growth_layers : list of str
+        The convolutions inside every block (``conv1``; ``conv1`` and
+        ``conv2`` of a bottleneck), whose widths do not touch the residual
+        streams: what :func:`torchgrow.methods.GradMax` grows by default, as
+        the paper's WRN setting grows the first convolution of each block.
 
     Raises
     ------
@@ -248,6 +253,17 @@ class CifarResNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
         self.fc = nn.Linear(prev, num_classes)
+
+    @property
+    def growth_layers(self) -> list[str]:
+        """The block-internal convolutions, read from the stages as they are now."""
+        inner = ("conv1",) if self.block_kind == "basic" else ("conv1", "conv2")
+        return [
+            f"{name}.{i}.{conv}"
+            for name in self.stage_names
+            for i in range(len(getattr(self, name)))
+            for conv in inner
+        ]
 
     @property
     def arch(self) -> tuple[int, ...]:

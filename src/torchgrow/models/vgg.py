@@ -81,3 +81,69 @@ def vgg_small(
     layers["flatten"] = nn.Flatten()
     layers["fc"] = nn.Linear(channels * side * side, num_classes)
     return nn.Sequential(layers)
+
+
+#: Convolution widths of VGG-11 in units of the base width, block by block (the official
+#: GradMax code's ``architecture[11]``); the first convolution of every block after the first
+#: has stride 2 instead of a max pool.
+VGG11_BLOCKS: tuple[tuple[int, ...], ...] = ((1,), (2,), (4, 4), (8, 8), (8, 8))
+
+
+def vgg11(
+    *,
+    base_width: int = 64,
+    width_mult: float = 1.0,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    norm: str = "none",
+    activation: str = "relu1",
+) -> nn.Sequential:
+    """VGG-11 as GradMax's CIFAR experiments build it: strided 3x3 convolutions, no FC layers.
+
+    Eight 3x3 convolutions (no bias) of widths ``base_width x (1, 2, 4, 4, 8, 8, 8, 8)``
+    (scaled by ``width_mult``; the paper grows from 0.25 to 1), each followed by the
+    activation and, with ``norm="batchnorm"``, a BatchNorm. The first convolution of every
+    block after the first has stride 2 (the official code's down-sampling; no pooling). A
+    last strided 3x3 convolution with ``num_classes`` filters and a flatten make the logits,
+    so a 32x32 (or 28x28) input ends at 1x1.
+
+    Parameters
+    ----------
+    base_width : int, default 64
+        Width of the first convolution at ``width_mult=1`` (64 in the paper; a smaller one
+        gives a CPU-sized net).
+    width_mult : float, default 1.0
+        Multiplier of every hidden width.
+    in_channels, num_classes : int
+        Input channels and classes.
+    norm : {"none", "batchnorm"}
+        Normalisation after each activation ("none" in the paper's growth configs).
+    activation : str, default "relu1"
+        Activation after each convolution (the official code's ``relu1``).
+
+    Returns
+    -------
+    nn.Sequential
+        Layers ``conv1``, ``act1`` (``bn1``), ..., ``conv8``, ``act8``, ``classifier``,
+        ``flatten``. Every convolution but ``classifier`` is a growable unit.
+    """
+    _check_activation(activation)
+    if norm not in ("none", "batchnorm"):
+        raise ValueError(f"norm must be 'none' or 'batchnorm', got {norm!r}")
+    if not (isinstance(base_width, int) and base_width > 0):
+        raise ValueError(f"base_width must be a positive int, got {base_width!r}")
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels, n = in_channels, 0
+    for b, block in enumerate(VGG11_BLOCKS):
+        for j, mult in enumerate(block):
+            n += 1
+            width = scale_width(base_width * mult, width_mult)
+            stride = 2 if (b > 0 and j == 0) else 1
+            layers[f"conv{n}"] = nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False)
+            layers[f"act{n}"] = activation_module(activation)
+            if norm == "batchnorm":
+                layers[f"bn{n}"] = nn.BatchNorm2d(width)
+            channels = width
+    layers["classifier"] = nn.Conv2d(channels, num_classes, 3, stride=2, padding=1, bias=False)
+    layers["flatten"] = nn.Flatten()
+    return nn.Sequential(layers)

@@ -21,7 +21,7 @@ from .masks import (
 )
 from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent
 from .registry import LayerOps, Role, lookup, register, register_pass_through
-from .units import DeadUnitWarning, shrink, widen
+from .units import DeadUnitWarning, FunctionChangeWarning, shrink, widen
 
 __all__ = [
     "widen",
@@ -52,4 +52,5 @@ __all__ = [
     "SUPPORTED_OPTIMIZERS",
     "check_consistent",
     "DeadUnitWarning",
+    "FunctionChangeWarning",
 ]

@@ -12,13 +12,17 @@ from ..errors import GrowthInputError, require_int
 from .edit import Change, EditRecord, commit
 from .registry import Role, require
 
-__all__ = ["widen", "shrink", "DeadUnitWarning"]
+__all__ = ["widen", "shrink", "DeadUnitWarning", "FunctionChangeWarning"]
 
 TensorOrMap = Tensor | Mapping[str, Tensor] | None
 
 
 class DeadUnitWarning(UserWarning):
     """New units that cannot train (zero fan-in behind an activation with zero slope at 0)."""
+
+
+class FunctionChangeWarning(UserWarning):
+    """Zero fan-in that does not preserve the function (an activation with f(0) != 0)."""
 
 
 def _check_k(k: object) -> int:
@@ -117,7 +121,7 @@ def widen(
     GrowthInputError, GraphError, UnsupportedLayerError, OptimizerCarryError
         Before anything changes.
     """
-    from ..graph import DEAD_AT_ZERO, find_unit
+    from ..graph import DEAD_AT_ZERO, NONZERO_AT_ZERO, find_unit
 
     k = _check_k(k)
     if new_connections not in ("all", "nonzero"):
@@ -160,6 +164,18 @@ def widen(
             stacklevel=2,
         )
     zero_in = all(t is None or not bool(t.any()) for t in fin.values())
+    nonzero_at_zero = sorted(set(unit.between) & NONZERO_AT_ZERO)
+    zero_out = all(t is None or not bool(t.any()) for t in fout.values())
+    if zero_in and not zero_out and nonzero_at_zero:
+        warnings.warn(
+            f"the {k} new units of {name!r} have zero fan-in but pass through "
+            f"{nonzero_at_zero}, whose value at 0 is not 0: they output f(0) != 0, so their "
+            "non-zero fan-out changes the function. Zero fan-in preserves the function only "
+            "through activations with f(0) = 0 (ReLU1, tanh, GELU...); grow with a zero "
+            "fan-out here to keep it.",
+            FunctionChangeWarning,
+            stacklevel=2,
+        )
     dead = sorted(set(unit.between) & DEAD_AT_ZERO)
     if zero_in and dead:
         warnings.warn(
