@@ -292,3 +292,44 @@ def test_tensorboard_scalars_equal_the_history(digits, tmp_path) -> None:
     expected = [(r["step"], r["val_accuracy"]) for r in history.rows]
     assert [s for s, _ in logged] == [s for s, _ in expected]
     assert [v for _, v in logged] == pytest.approx([v for _, v in expected])
+
+
+def test_growth_batches_can_come_from_a_loader_of_their_own(digits, tmp_path):
+    # as the official GradMax code draws its growth batches from an iterator of their own
+    growth_x = digits.x_test[:96]
+    growth = DataLoader(
+        TensorDataset(growth_x, digits.y_test[:96]),
+        batch_size=32,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(7),
+    )
+
+    def run(epochs, log_dir=None):
+        model, opt, grower = _grown_setup()
+        seen = []
+        grow = grower.grow
+
+        def recording(batch, loss_fn=None):
+            seen.append(batch[0].clone())
+            return grow(batch, loss_fn)
+
+        grower.grow = recording
+        args = dict(epochs=epochs, grower=grower, batch_size=BATCH, seed=3, growth_data=growth)
+        if log_dir is not None:
+            args.update(log_dir=log_dir, checkpoint_every=1)
+        return fit(model, opt, digits, **args), seen
+
+    history, seen = run(epochs=2)
+    assert len(seen) == 3 and all(len(b) == 32 for b in seen)
+    for b in seen:  # every growth batch is 32 rows of growth_x, none of the training data
+        assert all(bool((row == growth_x).all(dim=(1, 2, 3)).any()) for row in b)
+    assert len(history.events) == 6
+    # resuming after epoch 1 restores the growth loader's shuffling: the same run
+    run(epochs=1, log_dir=tmp_path)
+    resumed = fit(None, None, digits, epochs=2, batch_size=BATCH, growth_data=growth,
+                  resume_from=tmp_path / "checkpoint.pt")  # fmt: skip
+    assert resumed.column("train_loss") == history.column("train_loss")
+    for (k, a), (_, b) in zip(
+        history.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), k

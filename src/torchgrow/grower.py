@@ -223,8 +223,11 @@ class Grower:
 
         Parameters
         ----------
-        batch : tuple, optional
-            ``(x, y)``: the growth batch (needed only when growth happens).
+        batch : tuple or callable, optional
+            ``(x, y)``: the growth batch (needed only when growth happens), or
+            a function of no arguments returning it, called only when growth
+            happens (to draw a separate growth batch, as the official GradMax
+            code does from its own iterator).
         loss_fn : callable, optional
             Overrides the grower's loss for this step.
 
@@ -236,6 +239,8 @@ class Grower:
         self.state.step += 1
         if not self.when.fires(self.state):
             return []
+        if callable(batch):
+            batch = batch()
         if batch is None:
             raise GrowthInputError(
                 f"the trigger fired at step {self.state.step} but no growth batch was given: "

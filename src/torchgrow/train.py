@@ -262,9 +262,40 @@ def _loader_generators(loader: DataLoader) -> list[torch.Generator]:
     return list(found.values())
 
 
-def _rng_snapshot(loader: DataLoader) -> dict[str, Any]:
+class _GrowthBatches:
+    """Growth batches drawn from a loader of their own, a fresh pass every epoch."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.iterator: Any = None
+        self.drawn = 0  # examples in the last batch drawn (global)
+
+    def new_epoch(self) -> None:
+        self.iterator = None
+
+    def draw(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The next global batch, this rank's share of it (the grower gathers the shares)."""
+        for _ in range(2):
+            if self.iterator is None:
+                self.iterator = iter(self.loader)
+            try:
+                batch = next(self.iterator)
+                break
+            except StopIteration:
+                self.iterator = None
+        else:
+            raise ValueError("growth_data yields no batch")
+        self.drawn = len(batch[0])
+        x, y = distributed.shard((batch[0], batch[1]))
+        return x.to(device), y.to(device)
+
+
+def _rng_snapshot(loader: DataLoader, growth: DataLoader | None = None) -> dict[str, Any]:
     return {
         "loader_generators": [g.get_state() for g in _loader_generators(loader)],
+        "growth_generators": [
+            g.get_state() for g in (_loader_generators(growth) if growth is not None else [])
+        ],
         "python_random": random.getstate(),
         "numpy_random": _numpy_state(),
     }
@@ -277,16 +308,25 @@ def _numpy_state() -> tuple[Any, ...]:
     return (name, [int(k) for k in keys], int(pos), int(has_gauss), float(cached))
 
 
-def _rng_restore(loader: DataLoader, state: dict[str, Any], ckpt: tg_io.Checkpoint) -> None:
-    gens = _loader_generators(loader)
-    saved = state.get("loader_generators", [])
-    if len(gens) != len(saved):
-        raise ValueError(
-            f"the training loader has {len(gens)} random generator(s) but the checkpoint saved "
-            f"{len(saved)}: build the loaders the same way as in the interrupted run"
-        )
-    for g, s in zip(gens, saved, strict=True):
-        g.set_state(s)
+def _rng_restore(
+    loader: DataLoader,
+    state: dict[str, Any],
+    ckpt: tg_io.Checkpoint,
+    growth: DataLoader | None = None,
+) -> None:
+    for what, live, key in (
+        ("training loader", loader, "loader_generators"),
+        ("growth_data loader", growth, "growth_generators"),
+    ):
+        gens = _loader_generators(live) if live is not None else []
+        saved = state.get(key, [])
+        if len(gens) != len(saved):
+            raise ValueError(
+                f"the {what} has {len(gens)} random generator(s) but the checkpoint saved "
+                f"{len(saved)}: build the loaders the same way as in the interrupted run"
+            )
+        for g, s in zip(gens, saved, strict=True):
+            g.set_state(s)
     random.setstate(state["python_random"])
     name, keys, pos, has_gauss, cached = state["numpy_random"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002
@@ -443,6 +483,7 @@ def _train_epoch(
     bar: _Progress,
     step: int,
     forward: nn.Module | None = None,
+    growth: _GrowthBatches | None = None,
 ) -> tuple[float, list[GrowthEvent], int]:
     """One pass over ``loader``; returns the mean loss, the growth events and the step count.
 
@@ -470,9 +511,14 @@ def _train_epoch(
         if step_scheduler is not None:
             step_scheduler.step()
         if grower is not None:
-            grown = grower.step((x, y), loss_fn)
+            if growth is None:
+                grown = grower.step((x, y), loss_fn)
+                n_growth = bs
+            else:
+                grown = grower.step(lambda: growth.draw(device), loss_fn)
+                n_growth = growth.drawn
             if grown:
-                compute.add_forward(bs)  # the growth batch, at the pre-growth cost
+                compute.add_forward(n_growth)  # the growth batch, at the pre-growth cost
                 compute.refresh()  # the architecture changed
                 events.extend(grown)
         bar.batch()
@@ -508,6 +554,7 @@ def fit(
     seed: int | None = None,
     batch_size: int = 128,
     resume_from: str | Path | None = None,
+    growth_data: DataLoader | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs, growing it with ``grower``.
 
@@ -578,6 +625,11 @@ def fit(
         resumed run matches an uninterrupted one exactly. The checkpoint is
         read by :func:`torchgrow.load`, which runs no code from it (a model
         of your own class must be allowed: :func:`torchgrow.io.add_safe_classes`).
+    growth_data : DataLoader, optional
+        Where growth batches come from: each growth step draws the next batch
+        of this loader (a fresh pass every epoch), as the official GradMax
+        code draws growth batches from an iterator of their own. Default: the
+        training batch of the step that grows.
 
     Returns
     -------
@@ -655,7 +707,7 @@ def fit(
             if fit_state.get("scheduler") is None:
                 raise ValueError("a scheduler was given but the checkpoint saved none")
             scheduler.load_state_dict(fit_state["scheduler"])
-        _rng_restore(train_loader, fit_state["rng"], ckpt)
+        _rng_restore(train_loader, fit_state["rng"], ckpt, growth_data)
     history.model, history.optimizer, history.grower, history.compute = (
         model,
         optimizer,
@@ -672,6 +724,7 @@ def fit(
     except TypeError:
         n_batches = None
     ddp = distributed.GrowingDDP(model) if distributed.is_active() else None
+    growth = _GrowthBatches(growth_data) if growth_data is not None else None
     started = time.perf_counter()
     completed = True
     writer = (
@@ -684,6 +737,8 @@ def fit(
             for epoch in range(start_epoch + 1, epochs + 1):
                 bar.new_epoch(epoch, n_batches)
                 lr = float(optimizer.param_groups[0]["lr"])  # the rate this epoch starts with
+                if growth is not None:
+                    growth.new_epoch()
                 train_loss, epoch_events, step = _train_epoch(
                     model,
                     optimizer,
@@ -695,6 +750,7 @@ def fit(
                     bar,
                     step,
                     ddp,
+                    growth,
                 )
                 if not math.isfinite(train_loss):
                     warnings.warn(f"epoch {epoch}: the training loss is {train_loss}", stacklevel=2)
@@ -763,7 +819,7 @@ def fit(
                         "history": history.as_dict(),
                         "compute": compute.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "rng": _rng_snapshot(train_loader),
+                        "rng": _rng_snapshot(train_loader, growth_data),
                     }
                     tg_io.save(log_path / "checkpoint.pt", model, optimizer, grower, extra=extra)
                 if stop:
