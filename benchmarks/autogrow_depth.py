@@ -225,6 +225,36 @@ def _arch(a: list[int]) -> str:
     return "-".join(map(str, a))
 
 
+def summary_tables(payload: dict[str, Any]) -> dict[str, str]:
+    """Per set-up: each variant's found depth against the same depth trained from scratch."""
+    tables = {}
+    for name, res in payload["results"].items():
+        scratch = {tuple(r["arch"]): r for r in res["scratch"]}
+        rows = []
+        for f in res["autogrow"]:
+            same = scratch.get(tuple(f["arch"]))
+            rows.append(
+                {
+                    "variant": f["variant"],
+                    "found": _arch(f["arch"]),
+                    "test %": f"{100 * f['test_accuracy']:.2f}",
+                    "scratch at that depth %": "-"
+                    if same is None
+                    else f"{100 * same['test_accuracy']:.2f}",
+                    "cost": "-"
+                    if same is None
+                    else f"{f['training_flops'] / same['training_flops']:.2f}×",
+                    "max abs Δout at growth": f"{f['max_abs_delta']:.2g}",
+                }
+            )
+        tables[f"summary_{name}"] = markdown_table(rows)
+        sweep = sorted(res["scratch"], key=lambda r: (sum(r["arch"]), r["arch"]))
+        tables[f"sweep_{name}"] = ", ".join(
+            f"{_arch(r['arch'])} {100 * r['test_accuracy']:.2f} %" for r in sweep
+        )
+    return tables
+
+
 def markdown(payload: dict[str, Any]) -> str:
     parts = [
         "AutoGrow's found depth vs the same network trained from scratch at fixed depths. "
@@ -333,7 +363,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": results,
         "wall_s": time.perf_counter() - t0,
     }
-    write_results("autogrow_depth", payload, markdown(payload))
+    write_results(
+        "autogrow_depth", payload, markdown(payload), argv=argv, tables=summary_tables(payload)
+    )
     plot(payload, results_dir(args.quick) / "autogrow_depth.png")
     return payload
 

@@ -1,30 +1,65 @@
-"""Shared helpers of the benchmark scripts: environment facts and writing results."""
+"""Shared helpers of the benchmark scripts: the stamp every result carries, and writing results.
+
+Every results JSON holds one ``meta`` object (:func:`meta`): the git commit it
+was made at and whether the tree differed from it, the exact command, the
+torch version, the thread count, the date and the machine. The README's and
+the docs' tables are copied from the ``tables`` a result stores
+(``python -m benchmarks.render``), so a table cannot drift from its result.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
+import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# Files the results are rendered into: changing them does not change a number.
+RENDERED = ("benchmarks/results", "README.md", "docs")
 
 
-def environment() -> dict[str, Any]:
-    """Facts that a reader needs to compare numbers across machines."""
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def meta(name: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    """The stamp of a result made now by ``python -m benchmarks.<name> <argv>``.
+
+    ``dirty`` is true when tracked or new files outside the rendered ones
+    (results, README, docs) differ from ``commit``: then the numbers were not
+    made by the code of that commit alone.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    status = _git("status", "--porcelain", "--", ".", *(f":(exclude){p}" for p in RENDERED))
     return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": None if status is None else bool(status),
+        "command": shlex.join(["python", "-m", f"benchmarks.{name}", *argv]),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or "unknown",
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "date": time.strftime("%Y-%m-%d"),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+        },
     }
 
 
@@ -52,23 +87,46 @@ def results_dir(quick: bool = False) -> Path:
     return path
 
 
-def write_results(name: str, payload: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+def write_results(
+    name: str,
+    payload: dict[str, Any],
+    markdown: str,
+    *,
+    argv: Sequence[str] | None = None,
+    tables: dict[str, str] | None = None,
+) -> tuple[Path, Path]:
     """Write ``<name>.json`` and ``<name>.md`` to :func:`results_dir`; return both paths.
 
-    A payload with ``"quick": True`` goes to ``results/quick/``, so that smoke
-    runs never overwrite the committed results.
+    Parameters
+    ----------
+    name : str
+        The benchmark's module name.
+    payload : dict
+        The results; ``"quick": True`` sends them to ``results/quick/``, so
+        smoke runs never overwrite the committed results; ``"threads"`` is the
+        torch thread count the measurements ran with, when the benchmark set
+        one of its own.
+    markdown : str
+        The report's body.
+    argv : sequence of str, optional
+        The arguments the benchmark ran with (default ``sys.argv[1:]``).
+    tables : dict, optional
+        Named Markdown fragments that README.md and docs/ quote
+        (``<!-- result: <name>.<key> -->`` markers; ``benchmarks.render``).
     """
     out = results_dir(bool(payload.get("quick")))
-    payload = {"benchmark": name, "command": "python -m benchmarks." + name, **payload}
-    payload.setdefault("environment", environment())
+    stamp = meta(name, argv)
+    if "threads" in payload:  # the benchmark ran its measurements with a thread count of its own
+        stamp["threads"] = payload["threads"]
+    payload = {"benchmark": name, "meta": stamp, **payload, "tables": dict(tables or {})}
     js = out / f"{name}.json"
     md = out / f"{name}.md"
     js.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    env = payload["environment"]
     header = (
-        f"# {name}\n\nMade by `python -m benchmarks.{name}` "
-        f"(torch {env['torch']}, {env['cpu_count']} CPU cores, {env['torch_threads']} threads, "
-        f"{env['date']}).\n\n"
+        f"# {name}\n\nMade by `{stamp['command']}` at commit "
+        f"`{(stamp['commit'] or 'unknown')[:10]}`{' (with local changes)' if stamp['dirty'] else ''}"
+        f" (torch {stamp['torch']}, {stamp['machine']['cpu_count']} CPU cores, "
+        f"{stamp['threads']} threads, {stamp['date'][:10]}).\n\n"
     )
     md.write_text(header + markdown)
     print(markdown, file=sys.stdout)

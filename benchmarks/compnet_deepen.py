@@ -63,13 +63,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import markdown_table, results_dir, write_results
+from benchmarks.common import markdown_table, meta, results_dir, write_results
 from torchgrow import data as tg_data
 from torchgrow import methods, models
 from torchgrow.train import fit
@@ -112,7 +113,8 @@ SETUPS = {
               sparse_epochs=5, finetune_epochs=3),
     )
 }  # fmt: skip
-QUICK = {"n_train": 800, "parent_epochs": 3, "sparse_epochs": 2, "finetune_epochs": 1}
+QUICK = {"n_train": 400, "parent_epochs": 2, "sparse_epochs": 1, "finetune_epochs": 1}
+QUICK_SETUPS, QUICK_SEEDS, QUICK_BUDGETS = ("mnist5k_mlp100",), (0,), (1.0, 3.0)
 
 
 def load(setup: Setup) -> tg_data.Dataset:
@@ -514,6 +516,43 @@ def markdown(payload: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def readme_tables(payload: dict[str, Any]) -> dict[str, str]:
+    """README/docs fragments: one row per set-up, and what compaction did to the added layer."""
+    rows, notes = [], []
+    for name, res in payload["summary"].items():
+        by = {r["variant"]: r for r in res["rows"] if r["variant"] in (NET2NET, SCRATCH)}
+        row = {
+            "set-up": name,
+            "parent": _pm(res["parent"]["test"]),
+            "Net2Net (full width)": _pm(by[NET2NET]["test"]),
+        }
+        for variant in VARIANTS:
+            if variant not in res["chosen"]:
+                row[variant] = "–"
+                continue
+            c = res["rows"][res["chosen"][variant]]
+            row[variant] = (
+                f"{c['width_at_insertion']:.0f} → {c['width']:.1f} of {c['layer_width']} units "
+                f"(budget {c['budget']:g}), {_pm(c['test'])}"
+            )
+            trimmed = c["width_at_insertion"] - c["width"]
+            notes.append(
+                f"{name}, {variant}: the layer starts at {c['width_at_insertion']:.0f} units "
+                + (
+                    "(the factorisation's rank)"
+                    if variant.endswith("(morphism)")
+                    else "(the identity's full width)"
+                )
+                + f" and compaction removes {trimmed:.1f} on average, ending at "
+                f"{100 * c['width'] / c['layer_width']:.1f} % of the {c['layer_width']}-unit layer it "
+                f"follows; test accuracy {100 * (c['test'][0] - by[NET2NET]['test'][0]):+.2f} points "
+                "against Net2Net."
+            )
+        row["scratch (deeper)"] = _pm(by[SCRATCH]["test"])
+        rows.append(row)
+    return {"summary": markdown_table(rows), "compaction": "\n".join(f"- {n}" for n in notes)}
+
+
 @contextlib.contextmanager
 def _locked(quick: bool) -> Iterator[None]:
     """Serialise the read-merge-write of the results between processes running other seeds."""
@@ -526,15 +565,26 @@ def _locked(quick: bool) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _previous(path: Path, quick: bool) -> dict[str, Any]:
+    """The results this invocation merges into (none for a smoke run)."""
+    return json.loads(path.read_text()) if path.exists() and not quick else {}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run")
-    ap.add_argument("--setups", nargs="*", default=list(SETUPS), choices=list(SETUPS))
-    ap.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
+    ap.add_argument("--setups", nargs="*", default=None, choices=list(SETUPS))
+    ap.add_argument("--seeds", nargs="*", type=int, default=None)
     ap.add_argument("--part", choices=("all", "sweep", "repeated"), default="all")
     ap.add_argument("--threads", type=int, default=THREADS)
     args = ap.parse_args(argv)
+    if args.setups is None:
+        args.setups = list(QUICK_SETUPS if args.quick else SETUPS)
+    if args.seeds is None:
+        args.seeds = list(QUICK_SEEDS if args.quick else SEEDS)
+    budgets = QUICK_BUDGETS if args.quick else PROX_BUDGETS
     torch.set_num_threads(args.threads)
+    stamp = meta("compnet_deepen", argv)
     t0 = time.perf_counter()
     new: dict[str, dict[str, Any]] = {}
     repeated: dict[str, dict[str, Any]] = {}
@@ -545,10 +595,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if args.quick:
                 setup = replace(setup, **QUICK)
             if args.part in ("all", "sweep"):
-                new.setdefault(name, {})[str(seed)] = run_seed(setup)
+                run = run_seed(setup, budgets)
+                run["commit"], run["dirty"] = stamp["commit"], stamp["dirty"]
+                new.setdefault(name, {})[str(seed)] = run
         if args.part in ("all", "repeated") and SETUPS[name].model != "cnn":
             with _locked(args.quick):
-                done = json.loads(path.read_text()).get("runs", {}) if path.exists() else {}
+                done = _previous(path, args.quick).get("runs", {})
             seeds = {**done.get(name, {}), **new.get(name, {})}
             if not seeds:
                 raise SystemExit(f"{name}: run the sweep first (--part sweep)")
@@ -558,9 +610,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 setup = replace(SETUPS[name], seed=seed)
                 if args.quick:
                     setup = replace(setup, **QUICK)
-                repeated.setdefault(name, {})[str(seed)] = run_repeated(setup, budget)
+                rep = run_repeated(setup, budget)
+                rep["commit"], rep["dirty"] = stamp["commit"], stamp["dirty"]
+                repeated.setdefault(name, {})[str(seed)] = rep
     with _locked(args.quick):
-        old = json.loads(path.read_text()) if path.exists() else {}
+        old = _previous(path, args.quick)
         runs, reps = old.get("runs", {}), old.get("repeated", {})
         for name, seeds in new.items():
             runs.setdefault(name, {}).update(seeds)
@@ -570,14 +624,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         payload = {
             "quick": args.quick,
             "threads": args.threads,
-            "budgets": list(PROX_BUDGETS),
+            "budgets": list(budgets),
             "setups": {n: asdict(SETUPS[n]) for n in runs},
             "runs": runs,
             "repeated": {n: reps[n] for n in SETUPS if n in reps},
             "summary": {n: summarise(seeds) for n, seeds in runs.items()},
             "wall_s_last_invocation": time.perf_counter() - t0,
         }
-        write_results("compnet_deepen", payload, markdown(payload))
+        # seeds run (and merged) one invocation at a time: each run keeps its own commit
+        commits = sorted(
+            {r.get("commit") or "unknown" for g in (runs, payload["repeated"]) for seeds in g.values()
+             for r in seeds.values()}
+        )  # fmt: skip
+        payload["run_commits"] = commits
+        write_results(
+            "compnet_deepen", payload, markdown(payload), argv=argv, tables=readme_tables(payload)
+        )
     return payload
 
 

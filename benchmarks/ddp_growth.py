@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from benchmarks.common import environment, markdown_table, write_results
+from benchmarks.common import markdown_table, write_results
 from torchgrow import Grower, distributed, models
 from torchgrow import data as tg_data
 from torchgrow.how import GradMax
@@ -40,14 +40,15 @@ from torchgrow.when import Manual
 
 REPEATS = 5
 WARMUP = 1
+QUICK_REPEATS = 1
 
 
-def _time_growth(batch_size: int) -> dict[str, Any]:
+def _time_growth(batch_size: int, repeats: int = REPEATS) -> dict[str, Any]:
     ds = tg_data.mnist5k()
     x, y = ds.x_train[:batch_size], ds.y_train[:batch_size]
     local = distributed.shard((x, y))
     grow_times, step_times = [], []
-    for rep in range(WARMUP + REPEATS):
+    for rep in range(WARMUP + repeats):
         torch.manual_seed(rep)
         model = models.lenet_300_100(activation="relu1")
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -84,11 +85,11 @@ def _time_growth(batch_size: int) -> dict[str, Any]:
     }
 
 
-def _rank_main(batch_size: int, out: Path) -> None:
+def _rank_main(batch_size: int, out: Path, repeats: int) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        res = _time_growth(batch_size)
+        res = _time_growth(batch_size, repeats)
         if dist.get_rank() == 0:
             out.write_text(json.dumps(res))
     finally:
@@ -101,16 +102,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--quick", action="store_true", help="smoke run (results/quick/)")
     ap.add_argument("--rank-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    repeats = QUICK_REPEATS if args.quick else REPEATS
     if "LOCAL_RANK" in os.environ:  # a torchrun worker
-        _rank_main(args.batch, args.rank_out)
+        _rank_main(args.batch, args.rank_out, repeats)
         return {}
     torch.set_num_threads(1)
-    single = _time_growth(args.batch)
+    single = _time_growth(args.batch, repeats)
     with tempfile.TemporaryDirectory() as tmp:
         rank_out = Path(tmp) / "ddp.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd += ["--nproc-per-node", "2", "-m", "benchmarks.ddp_growth"]
         cmd += ["--batch", str(args.batch), "--rank-out", str(rank_out)]
+        cmd += ["--quick"] if args.quick else []
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         subprocess.run(cmd, check=True, env=env, capture_output=True)
         ddp = json.loads(rank_out.read_text())
@@ -132,18 +135,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "single": single,
         "ddp": ddp,
         "rows": rows,
-        "environment": environment(),
+        "repeats": repeats,
+        "threads": 1,
     }
     md = (
         "One CPU thread per process. A GradMax growth step on LeNet-300-100 (+30 / +10 units) "
         "from a global "
         f"growth batch of {args.batch} examples, and one training step on the same batch; "
-        f"medians of {REPEATS} after {WARMUP} warm-up.\n\n" + markdown_table(rows) + "\n"
+        f"medians of {repeats} after {WARMUP} warm-up.\n\n" + markdown_table(rows) + "\n"
         "Under DDP each rank holds half the batch; the growth step gathers it, computes the "
         "GradMax statistics on the whole batch on every rank, checks that the ranks agree and "
         "broadcasts rank 0's values.\n"
     )
-    write_results("ddp_growth", payload, md)
+    write_results("ddp_growth", payload, md, argv=argv, tables={"rows": markdown_table(rows)})
     return payload
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import environment, markdown_table, results_dir, write_results
+from benchmarks.common import markdown_table, results_dir, write_results
 from torchgrow import Grower, data
 from torchgrow import how as hows
 from torchgrow.nn import ReLU1
@@ -53,7 +53,8 @@ SCALE = 1.0  # the notebook's scale, with scale_method="mean_norm"
 SMALL, BIG = 5, 10
 D_IN = D_OUT = 10
 # GradMaxOpt's Adam lr, swept in the same-state protocol only (the runs use the default)
-OPT_LR_SWEEP = (0.001, 0.1, 1.0)
+OPT_LR_SWEEP = (0.01, 0.1, 1.0, 100.0)  # 100: the notebook's Fig. 2a rate
+DEFAULT_OPT_LR = hows.GradMaxOpt().lr  # the official code's Adam default, 0.001
 PRESERVE_TOL = 1e-6
 SUBSAMPLE = 10
 
@@ -290,7 +291,7 @@ def loss_rows(runs: list[dict[str, dict[str, Any]]], methods: Sequence[str]) -> 
             {
                 "method": m,
                 "hidden units at the end": runs[0][m]["hidden_final"],
-                "final loss (step 1500)": pm(finals),
+                f"final loss (step {len(runs[0][m]['losses']) - 1})": pm(finals),
                 "min": f"{min(finals):.3f}",
                 "max": f"{max(finals):.3f}",
                 "seeds": len(finals),
@@ -406,7 +407,8 @@ def reading(
     lines = [
         "## Reading\n",
         f"- Gradient norm at growth (same state, {n} seeds): GradMax / Random ratio of means "
-        f"{min(ratios):.2f}-{max(ratios):.2f} over the 5 growths (expected about 3x, acceptance "
+        f"{min(ratios):.2f}-{max(ratios):.2f} over the {len(ratios)} growths (an independent "
+        "re-implementation measured about 3x; the paper reports no number; acceptance "
         f">= 2x): the acceptance {'holds' if acc['ratio_ok'] else 'FAILS'}. The smallest per-seed "
         f"ratio is {acc['min_per_seed_ratio']:.2f}; the ratio of means is lowest at growth "
         f"{1 + ratios.index(min(ratios))}.",
@@ -448,13 +450,14 @@ def reading(
     best_adam = max(v for k, v in sweep.items() if k.startswith("lr "))
     below = all(float(r["GradMaxOpt/GradMax"].split(" ± ")[0]) < 1 for r in grad_rows)
     lines.append(
-        "- GradMaxOpt (100 Adam steps, re-projected; default lr 0.01) "
+        f"- GradMaxOpt (100 Adam steps, re-projected; default lr {DEFAULT_OPT_LR:g}) "
         + ("stays below" if below else "does not always stay below")
         + " GradMax's closed form (GradMaxOpt/GradMax column). Same-state mean norm over seeds "
         "and growths: "
         + ", ".join(f"{k}: {v:.3f}" for k, v in sweep.items())
         + (
-            f". No Adam lr reaches the closed form (best {best_adam / closed:.0%} of it): Adam's "
+            f". At the default rate it reaches {sweep[_default_key()] / closed:.0%} of the closed "
+            f"form; no Adam lr reaches it (best {best_adam / closed:.0%}): Adam's "
             "per-coordinate step normalisation, followed by re-projection onto the norm sphere, "
             "stalls short of the top singular vector; the official `AddGradmaxOptim` recipe "
             "(Adam + re-projection) behaves so, rather than a bug."
@@ -465,19 +468,45 @@ def reading(
     return "\n".join(lines) + "\n"
 
 
+def _default_key() -> str:
+    return f"lr {DEFAULT_OPT_LR:g} (default)"
+
+
+def summary(
+    grad_rows: list[dict], runs: list, acc: dict, sweep: dict, lr_sweep: Sequence[float]
+) -> str:
+    """The README's paragraph: every number in it comes from this run."""
+    ratios = [float(r["GradMax/Random (ratio of means)"]) for r in grad_rows]
+    finals = {m: [r[m]["final_loss"] for r in runs] for m in ("GradMax", "Random")}
+    wins = sum(g < r for g, r in zip(finals["GradMax"], finals["Random"], strict=True))
+    closed = sweep["GradMax (closed form)"]
+    best = max(v for k, v in sweep.items() if k.startswith("lr "))
+    return (
+        f"GradMax's fan-in gradient is {min(ratios):.1f}–{max(ratios):.1f}× Random's (an "
+        "independent re-implementation measured about 3×; the paper gives the figure, not a "
+        f"number), equal to the closed-form optimum r·σ₁ to {acc['max_rel_err_vs_optimum']:.0e}, "
+        f"and GradMax ends below Random in {wins} of {len(runs)} seeds. GradMaxOpt (100 Adam "
+        f"steps, as in the official code) reaches {sweep[_default_key()] / closed:.0%} of the "
+        f"closed form at the official rate {DEFAULT_OPT_LR:g} and at most {best / closed:.0%} at "
+        f"the rates tried ({', '.join(f'{lr:g}' for lr in lr_sweep)}): Adam's "
+        "per-coordinate steps with re-projection stall short of the top singular vector."
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=10, help="student seeds 0..N-1 (default 10)")
     ap.add_argument("--quick", action="store_true", help="2 seeds (a smoke run)")
     ap.add_argument("--out", type=Path, default=None, help="folder of the PNG (default: results)")
     args = ap.parse_args(argv)
-    n_seeds = 2 if args.quick else args.seeds
+    n_seeds = 1 if args.quick else args.seeds
+    steps, growth_steps = (300, (60, 120, 180)) if args.quick else (STEPS, GROWTH_STEPS)
+    lr_sweep = OPT_LR_SWEEP[:1] if args.quick else OPT_LR_SWEEP
     t0 = time.perf_counter()
     with torch_threads(1):
-        env = environment()
         x, y = teacher_data()
         runs = [
-            run_seed(s, METHODS, STEPS, GROWTH_STEPS, OPT_LR_SWEEP, data_xy=(x, y))
+            run_seed(s, METHODS, steps, growth_steps, lr_sweep, data_xy=(x, y))
             for s in range(n_seeds)
         ]
     wall = time.perf_counter() - t0
@@ -505,7 +534,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio_of_means = [
         mean_std([p[i]["GradMax"]["grad_norm_fan_in"] for p in by_seed])[0]
         / mean_std([p[i]["Random"]["grad_norm_fan_in"] for p in by_seed])[0]
-        for i in range(len(GROWTH_STEPS))
+        for i in range(len(growth_steps))
     ]
     acc = {
         "ratio_of_means": ratio_of_means,
@@ -529,10 +558,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "random_probe_matches_run": run_vs_probe,
     }
-    sweep = {
-        "lr 0.01 (default)": mean_std([p["GradMaxOpt"]["grad_norm_fan_in"] for p in probes])[0]
-    }
-    for lr in OPT_LR_SWEEP:
+    sweep = {_default_key(): mean_std([p["GradMaxOpt"]["grad_norm_fan_in"] for p in probes])[0]}
+    for lr in lr_sweep:
         sweep[f"lr {lr}"] = mean_std([p["GradMaxOpt_lr_sweep"][str(lr)] for p in probes])[0]
     sweep["GradMax (closed form)"] = mean_std([p["GradMax"]["grad_norm_fan_in"] for p in probes])[0]
     own = [
@@ -540,18 +567,18 @@ def main(argv: list[str] | None = None) -> dict:
             "method": m,
             **{
                 f"growth {i + 1}": pm([r[m]["events"][i]["grad_norm_fan_in"] for r in runs])
-                for i in range(len(GROWTH_STEPS))
+                for i in range(len(growth_steps))
             },
         }
         for m in GROWING
     ]
     loss_table = loss_rows(runs, METHODS)
     png = (args.out or results_dir(args.quick)) / f"{NAME}.png"
-    plot(runs, METHODS, GROWTH_STEPS, png)
+    plot(runs, METHODS, growth_steps, png)
 
     md = (
-        f"Student-teacher (10 -> 5..10 -> 10, ReLU1, no biases), {STEPS} full-batch SGD steps "
-        f"(lr {LR}), +1 unit in fc1 after steps {list(GROWTH_STEPS)}, scale {SCALE} x mean_norm; "
+        f"Student-teacher (10 -> 5..10 -> 10, ReLU1, no biases), {steps} full-batch SGD steps "
+        f"(lr {LR}), +1 unit in fc1 after steps {list(growth_steps)}, scale {SCALE} x mean_norm; "
         f"{n_seeds} student seeds, teacher seed 0. Mean ± sample std over seeds. "
         f"Wall time {wall:.0f} s (1 thread).\n\n"
         "## Norm of the loss gradient w.r.t. the new fan-in right after growth (Fig. 2a, same state)\n\n"
@@ -569,17 +596,18 @@ def main(argv: list[str] | None = None) -> dict:
         "quick": args.quick,
         "seeds": n_seeds,
         "wall_seconds": wall,
-        "environment": env,
+        "threads": 1,
         "setup": {
             "teacher": "10 -> 10 (ReLU) -> 10, no biases, U(-1, 1), seed 0 (torchgrow.data.teacher)",
             "data": "X ~ N(0, I), 1000 x 10",
             "student": "10 -> 5 (ReLU1) -> 10, no biases, Glorot uniform, seed s",
-            "optimizer": f"SGD lr {LR}, no momentum, full batch, {STEPS} steps",
-            "growth_steps": list(GROWTH_STEPS),
+            "optimizer": f"SGD lr {LR}, no momentum, full batch, {steps} steps",
+            "growth_steps": list(growth_steps),
             "scale": SCALE,
             "scale_method": "mean_norm",
             "loss": "torch.nn.functional.mse_loss (mean)",
-            "gradmaxopt_lr_sweep": list(OPT_LR_SWEEP),
+            "gradmaxopt_lr_sweep": list(lr_sweep),
+            "gradmaxopt_default_lr": DEFAULT_OPT_LR,
         },
         "acceptance": acc,
         "grad_norm_same_state": grad_rows,
@@ -589,7 +617,7 @@ def main(argv: list[str] | None = None) -> dict:
         "loss_curves_every_10_steps": _rounded(
             {
                 m: {
-                    "steps": list(range(0, STEPS + 1, SUBSAMPLE)),
+                    "steps": list(range(0, steps + 1, SUBSAMPLE)),
                     "mean": curve_stats(runs, m)[0][::SUBSAMPLE],
                     "std": curve_stats(runs, m)[1][::SUBSAMPLE],
                     "min": curve_stats(runs, m)[2][::SUBSAMPLE],
@@ -615,7 +643,12 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "plot": png.name,
     }
-    write_results(NAME, payload, md)
+    tables = {
+        "same_state": markdown_table(grad_rows),
+        "final_loss": markdown_table(loss_table),
+        "summary": summary(grad_rows, runs, acc, sweep, lr_sweep),
+    }
+    write_results(NAME, payload, md, argv=argv, tables=tables)
     print(f"wall time {wall:.1f} s; plot {png}")
     return payload
 

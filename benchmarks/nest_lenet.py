@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import markdown_table, results_dir, write_results
+from benchmarks.common import markdown_table, meta, results_dir, write_results
 from torchgrow import data as tg_data
 from torchgrow import methods, models
 from torchgrow.why import accuracy, count_parameters, flops_per_example
@@ -117,17 +117,17 @@ CONFIGS = {
 }
 RUNS = tuple(CONFIGS)
 QUICK = {
-    "fashion_mnist": {"n_train": 2000, "n_test": 500},
-    "mnist5k": {"n_train": 1000, "n_test": 300},
-    "fashion_mnist_lenet5": {"n_train": 1000, "n_test": 300},
+    "fashion_mnist": {"n_train": 600, "n_test": 200},
+    "mnist5k": {"n_train": 600, "n_test": 200},
+    "fashion_mnist_lenet5": {"n_train": 300, "n_test": 100},
 }
 QUICK_CONFIG = {
-    "dense_epochs": 3,
+    "dense_epochs": 2,
     "grow_epochs": 1,
     "retrain_epochs": 1,
-    "max_grow_rounds": 3,
-    "max_prune_rounds": 4,
-    "area_rounds": 0,
+    "max_grow_rounds": 2,
+    "max_prune_rounds": 2,
+    "area_rounds": 1,
 }
 
 
@@ -399,6 +399,26 @@ COLUMNS = [
 ]
 
 
+def summary_table(payload: dict[str, Any]) -> str:
+    """One row per run: dense, pruning only and NeST, as the docs quote them."""
+    rows = []
+    for name, res in payload["results"].items():
+        by = {r["variant"]: r for r in res["rows"]}
+        d, p, n = by["Dense"], by["Pruning only"], by["NeST"]
+        rows.append(
+            {
+                "run": f"{results_model(res)}, {name.replace('_lenet5', '')}",
+                "dense: test error": f"{d['test_error_%']:.2f} %",
+                "pruning only: test error, compression": f"{p['test_error_%']:.2f} %, "
+                f"{p['param_compression']:.1f}×",
+                "NeST: test error, compression (params / FLOPs)": f"{n['test_error_%']:.2f} %, "
+                f"{n['param_compression']:.1f}× / {n['flops_compression']:.1f}×",
+                "NeST widths": n["widths"],
+            }
+        )
+    return markdown_table(rows)
+
+
 def markdown(payload: dict[str, Any]) -> str:
     parts = [
         "Dense vs pruning only (Han et al.) vs NeST (grow from the architecture at width ratio "
@@ -451,15 +471,17 @@ def markdown(payload: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smoke run on small subsets")
-    ap.add_argument("--runs", nargs="*", default=list(RUNS), choices=RUNS)
+    ap.add_argument("--runs", nargs="*", default=None, choices=RUNS)
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (timings assume 2)")
     args = ap.parse_args(argv)
+    args.runs = list(RUNS) if args.runs is None else args.runs
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     configs: dict[str, dict[str, Any]] = {}
+    stamp = meta("nest_lenet", argv)
     previous = results_dir(args.quick) / "nest_lenet.json"
-    if previous.exists() and set(args.runs) != set(RUNS):
+    if previous.exists() and set(args.runs) != set(RUNS) and not args.quick:
         # a partial re-run keeps the other runs' results (each with its own settings and date)
         old = json.loads(previous.read_text())
         for name, res in old.get("results", {}).items():
@@ -476,6 +498,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results[name] = run_dataset(ds, cfg)
         results[name]["date"] = time.strftime("%Y-%m-%d")
         results[name]["threads"] = args.threads
+        results[name]["commit"], results[name]["dirty"] = stamp["commit"], stamp["dirty"]
         print(f"{name}: {time.perf_counter() - t:.0f} s", flush=True)
         print(markdown_table(results[name]["rows"], COLUMNS), flush=True)
     payload: dict[str, Any] = {
@@ -484,8 +507,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "configs": configs,
         "results": {name: results[name] for name in RUNS if name in results},
         "wall_s": time.perf_counter() - t0,
+        "threads": args.threads,
     }
-    write_results("nest_lenet", payload, markdown(payload))
+    # a partial re-run merges runs made at other commits: each keeps its own
+    payload["run_commits"] = sorted({r.get("commit") or "unknown" for r in results.values()})
+    tables = {f"rows_{name}": markdown_table(res["rows"], COLUMNS) for name, res in results.items()}
+    tables["summary"] = summary_table(payload)
+    write_results("nest_lenet", payload, markdown(payload), argv=argv, tables=tables)
     plot(results, results_dir(args.quick) / "nest_lenet.png")
     return payload
 

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     args = ap.parse_args(argv)
-    rounds, reps, repeats = (4, 3, 3) if args.quick else (30, 50, 15)
+    rounds, reps, repeats = (2, 1, 1) if args.quick else (30, 50, 15)
     torch.manual_seed(0)
     mnist_x, mnist_y = torch.rand(128, 1, 28, 28), torch.randint(0, 10, (128,))
     cifar_x, cifar_y = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
         + markdown_table(edits)
     )
     payload = {"quick": args.quick, "step_overhead": steps, "widen_time": edits}
-    write_results("overhead", payload, md)
+    tables = {"training_step": markdown_table(steps), "widen": markdown_table(edits)}
+    write_results("overhead", payload, md, argv=argv, tables=tables)
     return payload
 
 

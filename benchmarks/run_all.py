@@ -10,11 +10,13 @@ BENCHMARKS = [
     "overhead",
     "gradmax_student_teacher",
     "gradmax_images",
+    "gradmax_alive",
     "nest_lenet",
     "nest_study",
     "autogrow_depth",
     "compnet_deepen",
     "ddp_growth",
+    "compare_fashion_mnist",
 ]
 
 
@@ -30,6 +32,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"== {name}")
         importlib.import_module(f"benchmarks.{name}").main(["--quick"] if args.quick else [])
         print(f"== {name}: {time.perf_counter() - t0:.0f} s")
+    if not args.quick:
+        from benchmarks import render
+
+        render.main([])  # the README's and docs' tables from the new results
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""Copy the benchmark tables into README.md and docs/, or check that they are there as made.
+
+A Markdown file quotes a result between two markers::
+
+    <!-- result: overhead.training_step -->
+    | model | ... |
+    <!-- /result -->
+
+``overhead.training_step`` names ``benchmarks/results/overhead.json`` and the key
+``training_step`` of its ``tables``. On one line the quote is inline (a sentence
+with numbers in it). ``python -m benchmarks.render`` rewrites every quote from
+the results; ``--check`` only reports the quotes that differ (the test suite
+runs it, so a table cannot drift from its result), and ``--fresh`` also lists
+the results made before the last change to the code under ``src/`` or
+``benchmarks/`` (the ones to re-run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from benchmarks.common import RESULTS, ROOT
+
+MARKER = re.compile(
+    r"<!-- result: (?P<name>[\w]+)\.(?P<key>[\w.-]+) -->(?P<body>.*?)<!-- /result -->", re.S
+)
+
+
+def documents() -> list[Path]:
+    """The files that may quote results: README.md and every Markdown file under docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def _table(name: str, key: str, cache: dict[str, dict]) -> str | None:
+    if name not in cache:
+        path = RESULTS / f"{name}.json"
+        cache[name] = json.loads(path.read_text()) if path.exists() else {}
+    return cache[name].get("tables", {}).get(key)
+
+
+def _quote(body: str, table: str) -> str:
+    """The text between the markers: block quotes keep the table on lines of their own."""
+    if "\n" in body or "\n" in table.strip():
+        return "\n" + table.strip() + "\n"
+    return table.strip()
+
+
+def render(check: bool = False) -> list[str]:
+    """Rewrite (or, with ``check``, compare) every quote; returns the problems found."""
+    problems: list[str] = []
+    cache: dict[str, dict] = {}
+    for doc in documents():
+        text = doc.read_text()
+
+        def replace(m: re.Match[str], doc: Path = doc) -> str:
+            table = _table(m["name"], m["key"], cache)
+            where = f"{doc.relative_to(ROOT)}: {m['name']}.{m['key']}"
+            if table is None:
+                problems.append(f"{where}: no such table in benchmarks/results/{m['name']}.json")
+                return m[0]
+            body = _quote(m["body"], table)
+            if body != m["body"]:
+                problems.append(f"{where}: differs from the result")
+            return f"<!-- result: {m['name']}.{m['key']} -->{body}<!-- /result -->"
+
+        new = MARKER.sub(replace, text)
+        if not check and new != text:
+            doc.write_text(new)
+    return problems
+
+
+def stale() -> list[str]:
+    """Results made before the last commit that changed ``src/`` or ``benchmarks/`` code."""
+    out = []
+    for path in sorted(RESULTS.glob("*.json")):
+        meta = json.loads(path.read_text()).get("meta", {})
+        commit = meta.get("commit")
+        if not commit:
+            out.append(f"{path.name}: no commit stamp")
+            continue
+        changed = subprocess.run(
+            ["git", "diff", "--name-only", commit, "HEAD", "--", "src", "benchmarks",
+             ":(exclude)benchmarks/results"],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        ).stdout.split()  # fmt: skip
+        if changed or meta.get("dirty"):
+            out.append(
+                f"{path.name}: made at {commit[:10]}; since then {len(changed)} files changed"
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--check", action="store_true", help="report differences, change nothing")
+    ap.add_argument("--fresh", action="store_true", help="also list results older than the code")
+    args = ap.parse_args(argv)
+    problems = render(check=args.check)
+    if args.fresh:
+        problems += stale()
+    for p in problems:
+        print(p)
+    if not args.check and not args.fresh:
+        print("rendered the results into README.md and docs/")
+        return 0
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
