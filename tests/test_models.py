@@ -287,6 +287,9 @@ def test_build_registry_and_unknown_name() -> None:
         "vgg_small",
         "residual_mlp",
         "plain_convnet",
+        "wide_resnet",
+        "vgg11",
+        "mobilenet_v1",
     }
     assert M.count_parameters(M.build("lenet5")) == 431_080
     with pytest.raises(ValueError) as info:
