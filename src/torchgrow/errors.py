@@ -29,6 +29,10 @@ class OptimizerCarryError(TorchgrowError, TypeError):
     """The optimizer's state cannot be carried across an edit."""
 
 
+class EditVerificationError(TorchgrowError, RuntimeError):
+    """An edit's own check failed (the forward raised, or the function moved); it was rolled back."""
+
+
 class CheckpointError(TorchgrowError, ValueError):
     """A checkpoint cannot be written or read back (damaged, not torchgrow's, or not trusted)."""
 

@@ -24,8 +24,9 @@ from torch import Tensor, nn
 
 from . import distributed
 from .errors import GrowthInputError
-from .graph import GrowableUnit, find_unit, growable_units
+from .graph import GrowableUnit, example_of, find_unit, growable_units, set_example
 from .how import How, Init, Zero
+from .modes import eval_mode
 from .ops.masks import weight_parameter
 from .ops.registry import lookup
 from .ops.units import shrink, widen
@@ -145,13 +146,12 @@ def _fit_init(
 
 
 def _forward_eval(model: nn.Module, x: Tensor) -> Tensor:
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        return model(x)
+
+
+EXAMPLE_ROWS = 4
+"""Rows of the first growth batch kept as the model's example input (see ``graph.set_example``)."""
 
 
 class Grower:
@@ -237,16 +237,20 @@ class Grower:
             Empty unless the model grew.
         """
         self.state.step += 1
-        if not self.when.fires(self.state):
-            return []
-        if callable(batch):
-            batch = batch()
-        if batch is None:
-            raise GrowthInputError(
-                f"the trigger fired at step {self.state.step} but no growth batch was given: "
-                "call grower.step((x, y), loss_fn)"
-            )
-        return self.grow(batch, loss_fn)
+        try:
+            if not self.when.fires(self.state):
+                return []
+            if callable(batch):
+                batch = batch()
+            if batch is None:
+                raise GrowthInputError(
+                    f"the trigger fired at step {self.state.step} but no growth batch was given: "
+                    "call grower.step((x, y), loss_fn)"
+                )
+            return self.grow(batch, loss_fn)
+        except BaseException:
+            self.state.step -= 1  # a step that raised did not happen
+            raise
 
     def observe(self, **metrics: float) -> None:
         """Record metric values (for ``Plateau`` and other metric-driven triggers).
@@ -288,6 +292,8 @@ class Grower:
             batch = distributed.gather_batch(split_batch(batch))  # the global growth batch
             distributed.broadcast_buffers(self.model)  # rank 0's running statistics
         x, _ = split_batch(batch)
+        if example_of(self.model) is None and isinstance(x, Tensor) and x.dim() > 0:
+            set_example(self.model, x[:EXAMPLE_ROWS])
         units = self.where.select(self.candidates(), self.state)
         if not units:
             warnings.warn("growth step selected no unit: nothing grows", stacklevel=2)
@@ -342,6 +348,8 @@ class Grower:
                     y_prev = y_new
                 ev.seconds = prep + time.perf_counter() - t0
                 events.append(ev)
+            if self.measure:
+                self._measure_gradients(events, batch, loss_fn)
             agreeing = True
             distributed.agree("the growth step", self.model, self.optimizer)
         except BaseException as exc:
@@ -357,8 +365,6 @@ class Grower:
                 distributed.agree("the growth step", self.model, self.optimizer, error=exc)
             raise
         distributed.broadcast_model(self.model)  # bit-identical replicas
-        if self.measure:
-            self._measure_gradients(events, batch, loss_fn)
         self.state.events += 1
         self.events.extend(events)
         return events

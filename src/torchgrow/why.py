@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 import torch
@@ -55,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from .modes import eval_mode
 from .ops.area import input_mask_of, masked_conv_macs
 from .ops.masks import mask_of, weight_parameter
 
@@ -95,18 +95,6 @@ def _model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode; restore each one's own flag afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def _active_weights(module: nn.Module) -> int:
@@ -185,7 +173,7 @@ def _count_flops(model: nn.Module, example_input: ModelInput) -> dict[str, int]:
 
         handles.append(module.register_forward_hook(hook))
     try:
-        with _eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(*inputs)
     finally:
         for h in handles:
@@ -627,7 +615,7 @@ def evaluate(
     n = 0
     n_labels = 0
     labels = True
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for x, y in _batches(data, batch_size):
             x, y = x.to(dev), y.to(dev)
             out = model(x)
@@ -690,7 +678,7 @@ def accuracy(
     dev = torch.device(device) if device is not None else _model_device(model)
     correct = 0
     total = 0
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for x, y in _batches(data, batch_size):
             y = _labels(y, "accuracy").to(dev)
             out = model(x.to(dev))

@@ -35,6 +35,7 @@ from .. import distributed
 from ..data import Dataset
 from ..errors import GrowthInputError, require_int
 from ..how.autogrow import AdamInit, BlockInit, DefaultInit, GauInit, last_bn
+from ..modes import eval_mode
 from ..ops.depth import append_block
 from ..train import fit
 from ..when import Stagnation
@@ -242,12 +243,8 @@ class AutoGrow:
 
     @torch.no_grad()
     def _outputs(self) -> Tensor:
-        mode = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):
             return self.model(self.probe)
-        finally:
-            self.model.train(mode)
 
     def _grow(self, epoch: int, loader: DataLoader) -> None:
         arch = dict(zip(self.stages, self.arch_of(), strict=True))

@@ -69,7 +69,7 @@ VARIANTS = ("identity", "morphism")
 
 def _relu_after(model: nn.Module, unit: GrowableUnit) -> str:
     """The name of the last ``nn.ReLU`` module between the unit's producer and its consumer."""
-    from ..graph import _Leafy
+    from ..graph.fx_trace import _Leafy
 
     modules = dict(model.named_modules())
     consumers = {c.name for c in unit.consumers}

@@ -6,8 +6,9 @@ error the model and the optimizer are exactly as they were. Each returns an
 """
 
 from . import layers as _layers  # noqa: F401  (registers the built-in layer kinds)
+from . import layers_more as _layers_more  # noqa: F401  (Embedding, RMSNorm, Conv1D...)
 from .area import apply_input_mask, input_mask_of, masked_conv_macs, remove_input_mask
-from .depth import append_block, identity_conv, identity_linear, insert_after
+from .depth import Then, append_block, identity_conv, identity_linear, insert_after, insert_block
 from .edit import Change, EditRecord
 from .masks import (
     ConnectionMask,
@@ -20,7 +21,7 @@ from .masks import (
     weight_parameter,
 )
 from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent
-from .registry import LayerOps, Role, lookup, register, register_pass_through
+from .registry import LayerOps, Role, lookup, register, register_by_name, register_pass_through
 from .units import DeadUnitWarning, FunctionChangeWarning, shrink, widen
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "shrink",
     "insert_after",
     "append_block",
+    "insert_block",
+    "Then",
     "identity_linear",
     "identity_conv",
     "apply_mask",
@@ -47,6 +50,7 @@ __all__ = [
     "LayerOps",
     "Role",
     "register",
+    "register_by_name",
     "register_pass_through",
     "lookup",
     "SUPPORTED_OPTIMIZERS",

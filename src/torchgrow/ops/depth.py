@@ -1,4 +1,11 @@
-"""Depth edits: insert a layer after another, append a block to a stage."""
+"""Depth edits: insert a layer after another, insert or append a block in a container.
+
+Containers are ``nn.Sequential``, ``nn.ModuleList`` (how transformers hold
+their layers) and ``nn.ModuleDict``. When the model has an example input
+(:func:`torchgrow.graph.set_example`) every depth edit runs it afterwards and
+rolls back if the forward fails (a block of the wrong width) or, with
+``preserve=True``, if the output moved.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +16,34 @@ from torch import nn
 
 from ..errors import GrowthInputError
 from .edit import EditRecord, commit
+from .verify import Verifier
 
-__all__ = ["insert_after", "append_block", "identity_linear", "identity_conv"]
+__all__ = [
+    "insert_after",
+    "append_block",
+    "insert_block",
+    "identity_linear",
+    "identity_conv",
+    "Then",
+]
+
+Container = nn.Sequential | nn.ModuleList | nn.ModuleDict
+
+
+class Then(nn.Sequential):
+    """``orig`` then the inserted layers: what :func:`insert_after` puts in ``orig``'s place.
+
+    Unlike a plain ``nn.Sequential`` it passes every positional and keyword
+    argument to ``orig`` (a layer called as ``layer(h, attention_mask=m)``
+    keeps working); the layers after it take ``orig``'s output.
+    """
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        mods = iter(self._modules.values())
+        out = next(mods)(*args, **kwargs)
+        for m in mods:
+            out = m(out)
+        return out
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -60,14 +93,16 @@ def insert_after(
     new_name: str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     unknown_optimizer: str = "raise",
+    preserve: bool = False,
 ) -> EditRecord:
     """Insert ``layer`` right after module ``name`` (depth growth).
 
     If ``name`` lives in an ``nn.Sequential``, ``layer`` joins that container
     just after it. Otherwise ``name`` is replaced by
-    ``nn.Sequential(OrderedDict(orig=<module>, <new_name>=layer))`` in its
-    parent (the original module object, and so its parameters and optimizer
-    state, are kept). The new layer takes the train/eval mode of ``name``.
+    ``Then(OrderedDict(orig=<module>, <new_name>=layer))`` in its parent (a
+    ``Sequential`` that passes keyword arguments on to ``orig``; the original
+    module object, and so its parameters and optimizer state, are kept). The
+    new layer takes the train/eval mode of ``name``.
 
     Parameters
     ----------
@@ -86,6 +121,10 @@ def insert_after(
         parameters (group 0 if there is none).
     unknown_optimizer : {"raise", "reset"}
         See :func:`torchgrow.ops.widen`.
+    preserve : bool
+        The new layer computes the identity: with an example input, roll back
+        if the output moved beyond the tolerance (a failing forward always
+        rolls back).
 
     Returns
     -------
@@ -124,7 +163,7 @@ def insert_after(
 
         where = f"{parent_name + '.' if parent_name else ''}{fresh}"
     else:
-        wrapper = nn.Sequential(OrderedDict([("orig", target), (base, layer)]))
+        wrapper = Then(OrderedDict([("orig", target), (base, layer)]))
         old = parent._modules[child]
 
         def do() -> None:
@@ -144,6 +183,7 @@ def insert_after(
         structural=[(do, undo)],
         new_params_anchor=_anchor_before(model, name),
         unknown_optimizer=unknown_optimizer,
+        verify=Verifier(model, f"insert_after({name!r})", preserve=preserve),
     )
 
 
@@ -152,56 +192,154 @@ def append_block(
     stage_name: str,
     block: nn.Module,
     *,
+    key: str | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     unknown_optimizer: str = "raise",
+    preserve: bool = False,
 ) -> EditRecord:
-    """Append ``block`` at the end of the ``nn.Sequential`` stage ``stage_name`` (AutoGrow).
+    """Append ``block`` at the end of the container ``stage_name`` (AutoGrow's stage growth).
 
     Parameters
     ----------
     model : nn.Module
         The model, edited in place.
     stage_name : str
-        Qualified name of an ``nn.Sequential`` stage.
+        Qualified name of an ``nn.Sequential``, ``nn.ModuleList`` or ``nn.ModuleDict``.
     block : nn.Module
         The new block; it must map the stage's output shape to itself.
+    key : str, optional
+        Its name in the container (required for an ``nn.ModuleDict``).
     optimizer : torch.optim.Optimizer, optional
         The block's parameters join the group of the stage's parameters.
     unknown_optimizer : {"raise", "reset"}
         See :func:`torchgrow.ops.widen`.
+    preserve : bool
+        See :func:`insert_block`.
 
     Returns
     -------
     EditRecord
         What changed; ``record.added`` lists the new parameters.
     """
-    stage = _module(model, stage_name, "append_block")
-    if not isinstance(stage, nn.Sequential):
+    stage = _container(model, stage_name, "append_block")
+    return insert_block(
+        model,
+        stage_name,
+        len(stage),
+        block,
+        key=key,
+        optimizer=optimizer,
+        unknown_optimizer=unknown_optimizer,
+        preserve=preserve,
+        _op="append_block",
+    )
+
+
+def _container(model: nn.Module, name: str, what: str) -> Container:
+    stage = _module(model, name, what)
+    if not isinstance(stage, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         raise GrowthInputError(
-            f"append_block: {stage_name!r} is a {type(stage).__name__}, not an nn.Sequential stage"
+            f"{what}: {name!r} is a {type(stage).__name__}, not an nn.Sequential, nn.ModuleList "
+            "or nn.ModuleDict"
         )
-    block = _check_new(model, block, "append_block")
-    key = str(len(stage))
-    while key in stage._modules:
-        key = f"{key}_"
+    return stage
+
+
+def _numbered(container: Container) -> bool:
+    return all(k.isdigit() for k in container._modules) and not isinstance(container, nn.ModuleDict)
+
+
+def insert_block(
+    model: nn.Module,
+    container: str,
+    index: int,
+    block: nn.Module,
+    *,
+    key: str | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    unknown_optimizer: str = "raise",
+    preserve: bool = False,
+    _op: str = "insert_block",
+) -> EditRecord:
+    """Insert ``block`` at position ``index`` of a container (depth growth of a stack).
+
+    In an ``nn.ModuleList`` or a numbered ``nn.Sequential`` the blocks after
+    ``index`` are renumbered (``layers.3`` becomes ``layers.4``); their module
+    objects, parameters and optimizer state are untouched. In an
+    ``nn.ModuleDict`` or a named ``nn.Sequential``, ``key`` names the block.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model, edited in place.
+    container : str
+        Qualified name of an ``nn.Sequential``, ``nn.ModuleList`` or ``nn.ModuleDict``.
+    index : int
+        Position of the new block, ``0 <= index <= len(container)``.
+    block : nn.Module
+        The new block. It takes the container's train/eval mode.
+    key : str, optional
+        The block's name (required for a dict or a named Sequential).
+    optimizer : torch.optim.Optimizer, optional
+        The block's parameters join the param group of the nearest block
+        with parameters before it (or after it, or group 0).
+    unknown_optimizer : {"raise", "reset"}
+        See :func:`torchgrow.ops.widen`.
+    preserve : bool
+        The block computes the identity (or adds zero to a residual stream):
+        with an example input, roll back if the output moved beyond the
+        tolerance. A failing forward always rolls back.
+
+    Returns
+    -------
+    EditRecord
+        What changed; ``record.added`` lists the new parameters.
+    """
+    stage = _container(model, container, _op)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(stage):
+        raise GrowthInputError(f"{_op}: index must be in [0, {len(stage)}], got {index!r}")
+    block = _check_new(model, block, _op)
+    items = list(stage._modules.items())
+    if _numbered(stage):
+        if key is not None:
+            raise GrowthInputError(f"{_op}: {container!r} is numbered; do not pass key=")
+        blocks = [m for _, m in items[:index]] + [block] + [m for _, m in items[index:]]
+        new_items = [(str(i), m) for i, m in enumerate(blocks)]
+        new_key = str(index)
+    else:
+        if key is None and index == len(items) and not isinstance(stage, nn.ModuleDict):
+            key = str(len(items))  # appending to a named Sequential: the next free number
+            while key in stage._modules:
+                key = f"{key}_"
+        if key is None or "." in key or key == "" or key in stage._modules:
+            raise GrowthInputError(
+                f"{_op}: {container!r} names its blocks: pass a new plain key= (got {key!r})"
+            )
+        new_items = items[:index] + [(key, block)] + items[index:]
+        new_key = key
     anchor = None
-    for mod in reversed(list(stage.children())):
+    for _, mod in reversed(items[:index]):
         anchor = _anchor(mod)
         if anchor is not None:
             break
+    if anchor is None:
+        anchor = next((p for _, mod in items[index:] for p in mod.parameters()), None)
+    old_modules = stage._modules
+    new_modules = OrderedDict(new_items)
 
     def do() -> None:
         block.train(stage.training)
-        stage._modules[key] = block
+        stage._modules = new_modules
 
     def undo() -> None:
-        del stage._modules[key]
+        stage._modules = old_modules
 
+    where = f"{container}.{new_key}" if container else new_key
     record = EditRecord(
-        op="append_block",
-        target=stage_name,
-        modules=[f"{stage_name}.{key}"],
-        details={"new": f"{stage_name}.{key}", "depth_after": len(stage) + 1},
+        op=_op,
+        target=container,
+        modules=[where],
+        details={"new": where, "depth_after": len(items) + 1},
     )
     return commit(
         model,
@@ -211,6 +349,7 @@ def append_block(
         structural=[(do, undo)],
         new_params_anchor=anchor,
         unknown_optimizer=unknown_optimizer,
+        verify=Verifier(model, f"{_op}({container!r}, {index})", preserve=preserve),
     )
 
 

@@ -187,6 +187,7 @@ def commit(
     structural: Iterable[tuple[Callable[[], None], Callable[[], None]]] = (),
     new_params_anchor: nn.Parameter | None = None,
     unknown_optimizer: str = "raise",
+    verify: Callable[[], None] | None = None,
 ) -> EditRecord:
     """Apply planned changes atomically and carry the optimizer.
 
@@ -207,6 +208,10 @@ def commit(
         A parameter already in the optimizer whose group receives new parameters.
     unknown_optimizer : {"raise", "reset"}
         What to do with an optimizer kind whose state layout is unknown.
+    verify : callable, optional
+        Called once the model is edited and before the optimizer is carried
+        (a :class:`~torchgrow.ops.verify.Verifier`); if it raises, the edit is
+        rolled back and the error propagates.
 
     Returns
     -------
@@ -239,6 +244,8 @@ def commit(
                 tx.swap(ch.owner, ch.name, new)
             for do, undo in structural:
                 tx.call(do, undo)
+        if verify is not None:
+            verify()
         after = list(model.parameters())
         after_set = set(after)
         added = [

@@ -22,7 +22,7 @@ from .edit import Change
 from .masks import ConnectionMask
 from .registry import LayerOps, Role, register, register_pass_through
 
-__all__ = ["expand_index"]
+__all__ = ["expand_index", "tensor_change"]
 
 
 # ---------------------------------------------------------------- generic tensor edits
@@ -42,7 +42,7 @@ def _keep_remap(dim: int, index: Tensor):
     return remap
 
 
-def _tensor_change(owner: nn.Module, name: str, dim: int, *, block=None, keep=None) -> Change:
+def tensor_change(owner: nn.Module, name: str, dim: int, *, block=None, keep=None) -> Change:
     """Append ``block`` along ``dim`` to ``owner.name`` or keep ``keep`` indices of it."""
     t = getattr(owner, name)
     if keep is not None:
@@ -57,9 +57,9 @@ def _tensor_change(owner: nn.Module, name: str, dim: int, *, block=None, keep=No
 def _weight_changes(module: nn.Module, dim: int, *, block=None, keep=None) -> list[Change]:
     """Changes of ``module.weight`` along ``dim``, through a connection mask if there is one."""
     if not parametrize.is_parametrized(module, "weight"):
-        return [_tensor_change(module, "weight", dim, block=block, keep=keep)]
+        return [tensor_change(module, "weight", dim, block=block, keep=keep)]
     plist = module.parametrizations.weight
-    changes = [_tensor_change(plist, "original", dim, block=block, keep=keep)]
+    changes = [tensor_change(plist, "original", dim, block=block, keep=keep)]
     for p in plist:
         if not isinstance(p, ConnectionMask):
             raise UnsupportedLayerError(
@@ -67,7 +67,7 @@ def _weight_changes(module: nn.Module, dim: int, *, block=None, keep=None) -> li
                 "which torchgrow cannot resize; remove it before growing"
             )
         mask_block = None if block is None else torch.ones_like(block)
-        changes.append(_tensor_change(p, "mask", dim, block=mask_block, keep=keep))
+        changes.append(tensor_change(p, "mask", dim, block=mask_block, keep=keep))
     return changes
 
 
@@ -77,8 +77,8 @@ def _vector_changes(module: nn.Module, name: str, k_or_keep, fill: float) -> lis
     if t is None:
         return []
     if isinstance(k_or_keep, Tensor):
-        return [_tensor_change(module, name, 0, keep=k_or_keep)]
-    return [_tensor_change(module, name, 0, block=t.new_full((k_or_keep,), fill))]
+        return [tensor_change(module, name, 0, keep=k_or_keep)]
+    return [tensor_change(module, name, 0, block=t.new_full((k_or_keep,), fill))]
 
 
 def _weight(module: nn.Module) -> Tensor:
@@ -135,6 +135,7 @@ register(
     LayerOps(
         kind=nn.Linear,
         role=Role.PRODUCER | Role.CONSUMER,
+        channel_dim=-1,
         out_width=lambda m: m.out_features,
         in_width=lambda m: m.in_features,
         grow_out=_linear_grow_out,
@@ -198,7 +199,7 @@ def _conv_grow_in(m: nn.Conv2d, k: int, fan_out: Tensor | None, factor: int) -> 
     ]
     area = input_mask_of(m)
     if area is not None:  # a new input channel sees its whole area
-        changes.append(_tensor_change(m, "input_mask", 0, block=area.new_ones(k, *area.shape[1:])))
+        changes.append(tensor_change(m, "input_mask", 0, block=area.new_ones(k, *area.shape[1:])))
     return changes
 
 
@@ -207,7 +208,7 @@ def _conv_keep_in(m: nn.Conv2d, keep: Tensor, factor: int) -> list[Change]:
         raise UnsupportedLayerError("a Conv2d cannot consume flattened features")
     changes = [*_weight_changes(m, 1, keep=keep), Change.attr(m, "in_channels", len(keep))]
     if input_mask_of(m) is not None:
-        changes.append(_tensor_change(m, "input_mask", 0, keep=keep))
+        changes.append(tensor_change(m, "input_mask", 0, keep=keep))
     return changes
 
 
@@ -320,6 +321,7 @@ register(
     LayerOps(
         kind=nn.LayerNorm,
         role=Role.PER_CHANNEL,
+        channel_dim=-1,
         unsupported=_ln_unsupported,
         out_width=lambda m: m.normalized_shape[0],
         in_width=lambda m: m.normalized_shape[0],

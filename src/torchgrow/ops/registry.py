@@ -30,7 +30,15 @@ from torch import Tensor, nn
 from ..errors import UnsupportedLayerError
 from .edit import Change
 
-__all__ = ["Role", "LayerOps", "register", "register_pass_through", "lookup", "role_of"]
+__all__ = [
+    "Role",
+    "LayerOps",
+    "register",
+    "register_by_name",
+    "register_pass_through",
+    "lookup",
+    "role_of",
+]
 
 
 class Role(enum.Flag):
@@ -86,6 +94,14 @@ class LayerOps:
         Narrows ``role`` for one instance (returns the instance's roles).
     unsupported : callable, optional
         Returns a reason string when an instance cannot be edited at all.
+    channel_dim : int
+        The dimension of its input and output tensors that holds the channels
+        (``1`` for convolutions and BatchNorm, ``-1`` for ``Linear`` and
+        ``LayerNorm``); used by the analysis of a recorded forward.
+    in_dim : int
+        The dimension of the weight that holds a consumer's inputs (1 for
+        ``Linear`` and convolutions), where new inputs are placed when the
+        consumer's input is laid out by a ``torch.cat`` or a flatten.
     """
 
     kind: type
@@ -102,6 +118,8 @@ class LayerOps:
     fan_out_shape: ShapeIn | None = None
     role_for: Callable[[nn.Module], Role] | None = None
     unsupported: Check | None = None
+    channel_dim: int = 1
+    in_dim: int = 1
 
     def roles(self, module: nn.Module) -> Role:
         """The roles this instance can play."""
@@ -109,6 +127,7 @@ class LayerOps:
 
 
 _REGISTRY: dict[type, LayerOps] = {}
+_BY_NAME: dict[str, LayerOps] = {}
 
 
 def register(ops: LayerOps) -> LayerOps:
@@ -128,6 +147,16 @@ def register(ops: LayerOps) -> LayerOps:
     return ops
 
 
+def register_by_name(qualified_name: str, ops: LayerOps) -> LayerOps:
+    """Register the ops of a layer kind by its class's ``module.QualName``.
+
+    For kinds of libraries torchgrow does not import (transformers' ``Conv1D``
+    is ``"transformers.pytorch_utils.Conv1D"``); subclasses match too.
+    """
+    _BY_NAME[qualified_name] = ops
+    return ops
+
+
 def register_pass_through(*kinds: type) -> None:
     """Declare layer kinds that act on each channel alone and hold no per-channel state."""
     for kind in kinds:
@@ -138,6 +167,8 @@ def lookup(module: nn.Module) -> LayerOps | None:
     """The registered ops of ``module``'s kind (or of its nearest registered base class)."""
     for cls in type(module).__mro__:
         ops = _REGISTRY.get(cls)
+        if ops is None and _BY_NAME:
+            ops = _BY_NAME.get(f"{cls.__module__}.{cls.__qualname__}")
         if ops is not None:
             return ops
     return None
@@ -147,6 +178,33 @@ def role_of(module: nn.Module) -> Role:
     """The roles ``module`` can play (``Role.NONE`` when its kind is unknown)."""
     ops = lookup(module)
     return Role.NONE if ops is None else ops.roles(module)
+
+
+def weight_hook(module: nn.Module) -> str | None:
+    """Why ``module``'s weight cannot be edited: a parametrization other than torchgrow's
+    connection mask, or an old-style reparametrization hook (``nn.utils.weight_norm``,
+    ``spectral_norm``, ``nn.utils.prune``) recomputes it from other tensors before each
+    forward; ``None`` when there is none."""
+    plists = getattr(module, "parametrizations", None)
+    if plists is not None:
+        for pname, plist in plists.items():
+            other = [type(p).__name__ for p in plist if type(p).__name__ != "ConnectionMask"]
+            if other:
+                return (
+                    f"its {pname!r} is computed by a {other[0]} parametrization, which torchgrow "
+                    "cannot resize; remove it (torch.nn.utils.parametrize.remove_parametrizations) "
+                    "before growing"
+                )
+    for hook in module._forward_pre_hooks.values():
+        kind = type(hook).__name__
+        mod = type(hook).__module__
+        if kind in ("WeightNorm", "SpectralNorm") or mod.startswith("torch.nn.utils.prune"):
+            return (
+                f"its weight is recomputed by a {kind} hook before each forward, which torchgrow "
+                "cannot resize; remove it (nn.utils.remove_weight_norm, remove_spectral_norm, "
+                "prune.remove) before growing, or use torchgrow.ops.masks for connection masks"
+            )
+    return None
 
 
 def require(module: nn.Module, name: str, role: Role) -> LayerOps:
@@ -159,13 +217,14 @@ def require(module: nn.Module, name: str, role: Role) -> LayerOps:
             f"torchgrow.ops knows how to edit: {known_kinds()}. Register the kind with "
             "torchgrow.ops.register(LayerOps(...)) to teach it (see docs/extending.md)."
         )
-    if ops.unsupported is not None:
-        reason = ops.unsupported(module)
-        if reason:
-            raise UnsupportedLayerError(f"module {name!r} ({type(module).__name__}): {reason}")
+    reason = ops.unsupported(module) if ops.unsupported is not None else None
+    reason = reason or weight_hook(module)
+    if reason:
+        raise UnsupportedLayerError(f"module {name!r} ({type(module).__name__}): {reason}")
     return ops
 
 
 def known_kinds() -> str:
     """Names of the registered layer kinds, for error messages."""
-    return ", ".join(sorted(k.__name__ for k in _REGISTRY))
+    names = [k.__name__ for k in _REGISTRY] + [n.rsplit(".", 1)[-1] for n in _BY_NAME]
+    return ", ".join(sorted(names))

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 
 from ..errors import GrowthInputError, require_int
 from .edit import Change, EditRecord, commit
+from .placement import grown_order, kept_columns, place_columns
 from .registry import Role, require
+from .verify import Verifier
 
 __all__ = ["widen", "shrink", "DeadUnitWarning", "FunctionChangeWarning"]
 
@@ -73,6 +75,7 @@ def widen(
     optimizer: torch.optim.Optimizer | None = None,
     unknown_optimizer: str = "raise",
     new_connections: str = "all",
+    verify: bool = True,
 ) -> EditRecord:
     """Add ``k`` output units to producer ``name`` and matching inputs to its consumers.
 
@@ -110,6 +113,11 @@ def widen(
         For layers with a connection mask: whether every new connection is
         active (default), or only those whose new weight is non-zero (NeST's
         new neurons are connected exactly by their non-zero pattern).
+    verify : bool
+        When the model has an example input (:func:`torchgrow.graph.set_example`),
+        run it after the edit and roll back with
+        :class:`~torchgrow.errors.EditVerificationError` if the forward fails
+        or, with a zero fan-in or fan-out, if the output moved (default True).
 
     Returns
     -------
@@ -139,12 +147,16 @@ def widen(
         changes += ops.grow_out(modules[p], k, fin[p])
     for pc in unit.per_channel:
         changes += require(modules[pc], pc, Role.PER_CHANNEL).grow_channels(modules[pc], k)
+    changes += _tensor_changes(model, unit, k=k)
     for c in unit.consumers:
         ops = require(modules[c.name], c.name, Role.CONSUMER)
         _check_block(
             fout[c.name], ops.fan_out_shape(modules[c.name], k, c.factor), "fan_out", c.name
         )
-        changes += ops.grow_in(modules[c.name], k, fout[c.name], c.factor)
+        grown = ops.grow_in(modules[c.name], k, fout[c.name], c.factor)
+        if c.layout is not None:
+            grown = place_columns(grown, grown_order(c.layout, unit.width, k), ops.in_dim)
+        changes += grown
 
     if new_connections == "nonzero":
         changes = _connect_nonzero_only(changes)
@@ -155,17 +167,27 @@ def widen(
         units_added=k,
         details={"unit": unit, "width_before": unit.width, "width_after": unit.width + k},
     )
-    commit(model, changes, optimizer=optimizer, record=record, unknown_optimizer=unknown_optimizer)
+    zero_in = all(t is None or not bool(t.any()) for t in fin.values())
+    zero_out = all(t is None or not bool(t.any()) for t in fout.values())
+    nonzero_at_zero = sorted(set(unit.between) & NONZERO_AT_ZERO)
+    has_ln = any(isinstance(modules[pc], (nn.LayerNorm, nn.RMSNorm)) for pc in unit.per_channel)
+    preserve = (zero_out or (zero_in and not nonzero_at_zero)) and not has_ln
+    checker = Verifier(model, f"widen({name!r}, k={k})", preserve=preserve) if verify else None
+    commit(
+        model,
+        changes,
+        optimizer=optimizer,
+        record=record,
+        unknown_optimizer=unknown_optimizer,
+        verify=checker,
+    )
 
-    if any(isinstance(modules[pc], nn.LayerNorm) for pc in unit.per_channel):
+    if has_ln:
         warnings.warn(
-            f"widening {name!r} through a LayerNorm: LayerNorm normalises over the units, so "
+            f"widening {name!r} through a LayerNorm/RMSNorm: it normalises over the units, so "
             "new units shift the statistics and the function is not exactly preserved",
             stacklevel=2,
         )
-    zero_in = all(t is None or not bool(t.any()) for t in fin.values())
-    nonzero_at_zero = sorted(set(unit.between) & NONZERO_AT_ZERO)
-    zero_out = all(t is None or not bool(t.any()) for t in fout.values())
     if zero_in and not zero_out and nonzero_at_zero:
         warnings.warn(
             f"the {k} new units of {name!r} have zero fan-in but pass through "
@@ -266,10 +288,13 @@ def shrink(
         changes += require(modules[p], p, Role.PRODUCER).keep_out(modules[p], idx)
     for pc in unit.per_channel:
         changes += require(modules[pc], pc, Role.PER_CHANNEL).keep_channels(modules[pc], idx)
+    changes += _tensor_changes(model, unit, keep=idx)
     for c in unit.consumers:
-        changes += require(modules[c.name], c.name, Role.CONSUMER).keep_in(
-            modules[c.name], idx, c.factor
-        )
+        ops = require(modules[c.name], c.name, Role.CONSUMER)
+        if c.layout is None:
+            changes += ops.keep_in(modules[c.name], idx, c.factor)
+        else:
+            changes += ops.keep_in(modules[c.name], kept_columns(c.layout, unit.width, idx), 1)
     record = EditRecord(
         op="shrink",
         target=name,
@@ -278,5 +303,30 @@ def shrink(
         details={"unit": unit, "width_before": unit.width, "width_after": len(idx), "keep": idx},
     )
     return commit(
-        model, changes, optimizer=optimizer, record=record, unknown_optimizer=unknown_optimizer
+        model,
+        changes,
+        optimizer=optimizer,
+        record=record,
+        unknown_optimizer=unknown_optimizer,
+        verify=Verifier(model, f"shrink({name!r})", preserve=False),
     )
+
+
+def _tensor_changes(
+    model: nn.Module, unit, *, k: int | None = None, keep: Tensor | None = None
+) -> list[Change]:
+    """Grow (or cut) the parameters and buffers used directly per channel (LayerScale...)."""
+    from .layers import tensor_change
+
+    changes = []
+    for qualname, dim, fill in unit.tensors:
+        path, _, attr = qualname.rpartition(".")
+        owner = model.get_submodule(path)
+        t = getattr(owner, attr)
+        if keep is not None:
+            changes.append(tensor_change(owner, attr, dim, keep=keep))
+        else:
+            shape = list(t.shape)
+            shape[dim] = k
+            changes.append(tensor_change(owner, attr, dim, block=t.new_full(shape, fill)))
+    return changes

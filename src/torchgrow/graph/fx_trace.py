@@ -20,131 +20,26 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from .errors import GraphError, GrowthInputError
-from .ops.registry import Role, lookup, role_of
+from ..errors import GraphError
+from ..ops.registry import Role, lookup, role_of
+from .units import (  # noqa: F401  (re-exported for old imports)
+    DEAD_AT_ZERO,
+    NONZERO_AT_ZERO,
+    Consumer,
+    GrowableUnit,
+    Wiring,
+    _Space,
+    _Spaces,
+)
 
-__all__ = ["Consumer", "GrowableUnit", "Wiring", "analyse", "growable_units", "find_unit"]
-
-
-@dataclass(frozen=True)
-class Consumer:
-    """A module reading a unit's channels.
-
-    Attributes
-    ----------
-    name : str
-        Qualified module name.
-    factor : int
-        Input features per channel: ``H*W`` after a conv -> ``Flatten`` ->
-        ``Linear`` hand-over, else 1.
-    """
-
-    name: str
-    factor: int = 1
-
-
-@dataclass(frozen=True)
-class GrowableUnit:
-    """Channels that grow together.
-
-    Attributes
-    ----------
-    producers : tuple of str
-        Modules making the channels (more than one when tied by residual additions).
-    per_channel : tuple of str
-        Per-channel modules on the way (BatchNorm, LayerNorm, depthwise conv).
-    consumers : tuple of Consumer
-        Modules reading the channels.
-    width : int
-        Current number of channels.
-    between : tuple of str
-        Pass-through operations on the way (activations, pooling...), by module
-        name or function name; used to warn about dead new units.
-    """
-
-    producers: tuple[str, ...]
-    per_channel: tuple[str, ...]
-    consumers: tuple[Consumer, ...]
-    width: int
-    between: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        """The unit's name: its first producer."""
-        return self.producers[0]
-
-
-@dataclass
-class Wiring:
-    """The result of :func:`analyse`.
-
-    Attributes
-    ----------
-    units : list of GrowableUnit
-        The growable units, in graph order.
-    blocked : dict
-        Producer name -> why its channels cannot grow.
-    """
-
-    units: list[GrowableUnit]
-    blocked: dict[str, str]
-
-    def unit_of(self, name: str) -> GrowableUnit | None:
-        """The unit that ``name`` produces, or ``None``."""
-        for unit in self.units:
-            if name in unit.producers:
-                return unit
-        return None
-
-
-# ---------------------------------------------------------------- channel spaces
-@dataclass
-class _Space:
-    producers: list[str] = field(default_factory=list)
-    per_channel: list[str] = field(default_factory=list)
-    consumers: list[tuple[str, int]] = field(default_factory=list)  # factor -1: after flatten
-    between: list[str] = field(default_factory=list)
-    fixed: list[str] = field(default_factory=list)  # reasons the width is fixed (input, output)
-    blocked: list[str] = field(default_factory=list)  # unsupported operations
-
-
-class _Spaces:
-    """Union-find over channel spaces."""
-
-    def __init__(self) -> None:
-        self.parent: list[int] = []
-        self.data: list[_Space] = []
-
-    def new(self) -> int:
-        self.parent.append(len(self.parent))
-        self.data.append(_Space())
-        return len(self.parent) - 1
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> int:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return ra
-        self.parent[rb] = ra
-        da, db = self.data[ra], self.data[rb]
-        for attr in ("producers", "per_channel", "consumers", "between", "fixed", "blocked"):
-            getattr(da, attr).extend(getattr(db, attr))
-        return ra
-
-    def get(self, i: int) -> _Space:
-        return self.data[self.find(i)]
+__all__ = ["analyse_fx", "DEAD_AT_ZERO", "NONZERO_AT_ZERO"]
 
 
 @dataclass(frozen=True)
@@ -196,25 +91,6 @@ _PASS_FUNCTIONS = {
 }
 _PASS_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "detach"}
 _NEUTRAL_METHODS = {"size", "dim"}  # return non-tensors
-# activations whose derivative at 0 is 0: new zero-fan-in units behind them never train
-DEAD_AT_ZERO = {"ReLU", "ReLU6", "relu", "relu_", "relu6"}
-# activations whose value at 0 is not 0: new zero-fan-in units behind them output f(0) != 0,
-# so a non-zero fan-out changes the function
-NONZERO_AT_ZERO = {
-    "Sigmoid",
-    "sigmoid",
-    "sigmoid_",
-    "Softplus",
-    "softplus",
-    "LogSigmoid",
-    "logsigmoid",
-    "Hardsigmoid",
-    "hardsigmoid",
-    "Softmax",
-    "softmax",
-    "Softmin",
-    "softmin",
-}
 
 
 class _Leafy(torch.fx.Tracer):
@@ -455,7 +331,7 @@ def _is_flat_sequential(model: nn.Module) -> bool:
     )
 
 
-def analyse(model: nn.Module) -> Wiring:
+def analyse_fx(model: nn.Module) -> Wiring:
     """Analyse ``model``'s wiring: its growable units and the producers that cannot grow.
 
     Parameters
@@ -497,108 +373,3 @@ def analyse(model: nn.Module) -> Wiring:
         elif node.op == "call_method":
             env[node] = an.call_method(node, an._vals((node.args, node.kwargs), env))
     return an.result()
-
-
-def _check_factors(model: nn.Module, units: list[GrowableUnit], example_input: Tensor) -> None:
-    """Cross-check flatten factors against a real forward pass."""
-    seen: dict[str, int] = {}
-    modules = dict(model.named_modules())
-    hooks = []
-    wanted = {c.name for u in units for c in u.consumers if c.factor > 1}
-
-    def hook(name: str):
-        def fn(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> None:
-            seen[name] = inp[0].shape[-1]
-
-        return fn
-
-    for name in wanted:
-        hooks.append(modules[name].register_forward_hook(hook(name)))
-    try:
-        was = model.training
-        model.eval()
-        with torch.no_grad():
-            model(example_input)
-        model.train(was)
-    finally:
-        for h in hooks:
-            h.remove()
-    for u in units:
-        for c in u.consumers:
-            if c.factor > 1 and seen.get(c.name, c.factor * u.width) != c.factor * u.width:
-                raise GraphError(
-                    f"consumer {c.name!r} receives {seen[c.name]} features, expected "
-                    f"{u.width} channels x {c.factor}"
-                )
-
-
-def growable_units(
-    model: nn.Module, example_input: Tensor | None = None, *, strict: bool = False
-) -> list[GrowableUnit]:
-    """List the units of ``model`` that can be widened.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model.
-    example_input : Tensor, optional
-        If given, a forward pass cross-checks the conv -> flatten -> linear
-        hand-overs (features per channel).
-    strict : bool
-        Raise :class:`~torchgrow.errors.GraphError` if any producer is blocked
-        by an unsupported pattern (rather than just leaving it out).
-
-    Returns
-    -------
-    list of GrowableUnit
-        In graph order. Producers feeding the output, or blocked, are absent.
-    """
-    wiring = analyse(model)
-    if strict:
-        for name, why in wiring.blocked.items():
-            if not why.startswith("its width is fixed"):
-                raise GraphError(f"producer {name!r} cannot grow: {why}")
-    if example_input is not None:
-        _check_factors(model, wiring.units, example_input)
-    return wiring.units
-
-
-def find_unit(model: nn.Module, name: str) -> GrowableUnit:
-    """The growable unit that module ``name`` produces.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model.
-    name : str
-        Qualified name of a producer (``Linear`` or ``Conv2d``).
-
-    Returns
-    -------
-    GrowableUnit
-        The unit (shared with every producer tied to ``name``).
-
-    Raises
-    ------
-    GrowthInputError
-        ``name`` is not a module of ``model``.
-    GraphError
-        ``name`` exists but its channels cannot be widened, with the reason.
-    """
-    modules = dict(model.named_modules())
-    if name not in modules or name == "":
-        near = [n for n in modules if n and (name in n or n in name)][:5]
-        hint = f" Did you mean one of {near}?" if near else ""
-        raise GrowthInputError(f"model has no module named {name!r}.{hint}")
-    wiring = analyse(model)
-    unit = wiring.unit_of(name)
-    if unit is not None:
-        return unit
-    if name in wiring.blocked:
-        raise GraphError(f"module {name!r} cannot be widened: {wiring.blocked[name]}")
-    kind = type(modules[name]).__name__
-    raise GraphError(
-        f"module {name!r} ({kind}) is not a producer of a growable unit; widen a Linear or "
-        f"Conv2d whose output feeds another layer. Growable: "
-        f"{[u.name for u in wiring.units]}"
-    )
