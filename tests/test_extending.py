@@ -72,3 +72,38 @@ def test_unregistered_modules_are_traced_through_or_refused():
     model = nn.Sequential(OrderedDict(fc1=nn.Linear(5, 4), odd=Reverser(), fc2=nn.Linear(4, 3)))
     with pytest.raises(GraphError, match=r"cannot be widened.*flip"):
         widen(model, "fc1", 1)
+
+
+class _RunningMax(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.fc1 = nn.Linear(3, 5)
+        self.fc2 = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.cummax(torch.tanh(self.fc1(x)), dim=self.dim).values)
+
+
+def test_documented_op_rule_teaches_the_analysis():
+    from torchgrow.graph import set_example
+    from torchgrow.graph.rules import _RULES
+
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
+    model = _RunningMax(dim=1)
+    x = torch.randn(2, 4, 3)
+    set_example(model, x)
+    with pytest.raises(GraphError, match="no op rule for 'cummax'"):
+        widen(model, "fc1", 2)
+    exec(compile(blocks[1], str(DOC), "exec"), {})  # the documented rule, verbatim
+    try:
+        y0 = model(x)
+        widen(model, "fc1", 2)
+        assert model.fc2.in_features == 7
+        assert torch.allclose(model(x), y0, atol=1e-6)
+        across = _RunningMax(dim=-1)
+        set_example(across, x)
+        with pytest.raises(GraphError, match="cummax over the channels"):
+            widen(across, "fc1", 2)
+    finally:
+        _RULES.pop(torch.cummax, None)

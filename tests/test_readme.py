@@ -28,3 +28,19 @@ def test_readme_example_runs_and_grows(capsys):
     assert all(e.max_abs_delta <= 1e-6 for e in grower.events)
     printed = capsys.readouterr().out
     assert printed.count("->") == 8
+
+
+def test_readme_own_model_example_runs(capsys):
+    import pytest
+
+    pytest.importorskip("transformers")
+    code = re.search(r"### Your own model.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, "README lost its own-model example"
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(code.group(1), str(README), "exec"), namespace)
+    printed = capsys.readouterr().out
+    assert "'model.layers.0.mlp.gate_proj', 'model.layers.1.mlp.gate_proj'" in printed
+    assert namespace["model"].model.layers[0].mlp.gate_proj.out_features == 64 + 16
+    moved = (namespace["model"](namespace["ids"]).logits - namespace["before"]).abs().max()
+    assert moved < 1e-5

@@ -24,10 +24,12 @@ from torch import Tensor, nn
 
 from . import distributed
 from .errors import GrowthInputError
-from .graph import GrowableUnit, example_of, find_unit, growable_units, set_example
+from .graph import GrowableUnit, analyse, example_of, growable_units, set_example
 from .how import How, Init, Zero
 from .modes import eval_mode
+from .ops.batch import edit_batch
 from .ops.masks import weight_parameter
+from .ops.placement import new_columns
 from .ops.registry import lookup
 from .ops.units import shrink, widen
 from .size import Size, Units
@@ -99,12 +101,14 @@ def default_loss(output: Tensor, target: Tensor) -> Tensor:
 
 
 def _block_shapes(model: nn.Module, unit: GrowableUnit, k: int) -> dict[str, tuple[int, ...]]:
-    """Expected fan-in (per producer) and fan-out (per consumer) shapes for ``k`` new units."""
-    current = find_unit(model, unit.name)
-    modules = dict(model.named_modules())
-    shapes = {p: tuple(lookup(modules[p]).fan_in_shape(modules[p], k)) for p in current.producers}
-    for c in current.consumers:
-        m = modules[c.name]
+    """Expected fan-in (per producer) and fan-out (per consumer) shapes for ``k`` new units
+    (``unit`` as it is now)."""
+    shapes = {}
+    for p in unit.producers:
+        m = model.get_submodule(p)
+        shapes[p] = tuple(lookup(m).fan_in_shape(m, k))
+    for c in unit.consumers:
+        m = model.get_submodule(c.name)
         shapes[c.name] = tuple(lookup(m).fan_out_shape(m, k, c.factor))
     return shapes
 
@@ -294,12 +298,13 @@ class Grower:
         x, _ = split_batch(batch)
         if example_of(self.model) is None and isinstance(x, Tensor) and x.dim() > 0:
             set_example(self.model, x[:EXAMPLE_ROWS])
-        units = self.where.select(self.candidates(), self.state)
+        wiring = analyse(self.model)  # the one analysis of this step
+        units = self.where.select(list(wiring.units), self.state)
         if not units:
             warnings.warn("growth step selected no unit: nothing grows", stacklevel=2)
             return []
-        done: list[tuple[GrowableUnit, int]] = []
         events: list[GrowthEvent] = []
+        committed: list[tuple[str, int]] = []
         agreeing = False
         try:
             start = time.perf_counter()
@@ -313,50 +318,54 @@ class Grower:
             }
             prep = (time.perf_counter() - start) / len(units)
             y_prev = _forward_eval(self.model, x) if self.measure else None
-            for u in units:
-                t0 = time.perf_counter()
-                init = (
-                    _fit_init(self.model, u, ks[u.name], inits[u.name], shapes[u.name])
-                    if done
-                    else inits[u.name]
-                )
-                rec = widen(
-                    self.model,
-                    u.name,
-                    ks[u.name],
-                    fan_in=init.fan_in or None,
-                    fan_out=init.fan_out or None,
-                    optimizer=self.optimizer,
-                    unknown_optimizer=self.unknown_optimizer,
-                    new_connections=self.how.new_connections,
-                )
-                done.append((u, u.width))
-                ev = GrowthEvent(
-                    step=self.state.step,
-                    unit=u.name,
-                    units_added=ks[u.name],
-                    width_before=u.width,
-                    width_after=u.width + ks[u.name],
-                    params_before=rec.params_before,
-                    params_after=rec.params_after,
-                    how=self.how.describe(),
-                    info=dict(init.info),
-                )
-                if y_prev is not None:
-                    y_new = _forward_eval(self.model, x)
-                    ev.max_abs_delta = float((y_new - y_prev).abs().max())
-                    y_prev = y_new
-                ev.seconds = prep + time.perf_counter() - t0
-                events.append(ev)
-            if self.measure:
-                self._measure_gradients(events, batch, loss_fn)
+            before: dict[str, GrowableUnit] = {}
+            with edit_batch(self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer):
+                for u in units:
+                    t0 = time.perf_counter()
+                    current = wiring.unit_of(u.name)
+                    assert current is not None
+                    init = _fit_init(self.model, current, ks[u.name], inits[u.name], shapes[u.name])
+                    rec = widen(
+                        self.model,
+                        u.name,
+                        ks[u.name],
+                        fan_in=init.fan_in or None,
+                        fan_out=init.fan_out or None,
+                        optimizer=self.optimizer,
+                        unknown_optimizer=self.unknown_optimizer,
+                        new_connections=self.how.new_connections,
+                        unit=current,
+                    )
+                    wiring.after_widen(u.name, ks[u.name])
+                    before[u.name] = current
+                    events.append(
+                        GrowthEvent(
+                            step=self.state.step,
+                            unit=u.name,
+                            units_added=ks[u.name],
+                            width_before=u.width,
+                            width_after=u.width + ks[u.name],
+                            params_before=rec.params_before,
+                            params_after=rec.params_after,
+                            how=self.how.describe(),
+                            info=dict(init.info),
+                            seconds=prep + time.perf_counter() - t0,
+                        )
+                    )
+                if y_prev is not None:  # one forward for the whole step
+                    delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
+                    for ev in events:
+                        ev.max_abs_delta = delta
+                if self.measure:
+                    self._measure_gradients(events, batch, loss_fn, before)
+            committed = [(u.name, u.width) for u in units]
             agreeing = True
             distributed.agree("the growth step", self.model, self.optimizer)
         except BaseException as exc:
-            for u, width in reversed(done):
+            for name, width in reversed(committed):  # the batch itself rolled back on its own
                 shrink(
                     self.model,
-                    u.name,
+                    name,
                     range(width),
                     optimizer=self.optimizer,
                     unknown_optimizer=self.unknown_optimizer,
@@ -370,19 +379,30 @@ class Grower:
         return events
 
     def _measure_gradients(
-        self, events: Sequence[GrowthEvent], batch: object, loss_fn: LossFn
+        self,
+        events: Sequence[GrowthEvent],
+        batch: object,
+        loss_fn: LossFn,
+        units: dict[str, GrowableUnit],
     ) -> None:
-        """Gradient norms of the new fan-in/fan-out right after growth (GradMax's metric)."""
-        modules = dict(self.model.named_modules())
-        wanted: list[tuple[GrowthEvent, str, nn.Module, int]] = []
+        """Gradient norms of the new fan-in/fan-out right after growth (GradMax's metric).
+
+        ``units`` are the grown units as they were before the step.
+        """
+        wanted: list[tuple[GrowthEvent, str, nn.Module, Tensor, int]] = []
         for ev in events:
-            unit = find_unit(self.model, ev.unit)
+            unit = units[ev.unit]
             for p in unit.producers:
-                wanted.append((ev, "in", modules[p], 1))
+                m = self.model.get_submodule(p)
+                rows = torch.arange(ev.width_before, ev.width_after)
+                wanted.append((ev, "in", m, rows, lookup(m).out_dim))
             for c in unit.consumers:
-                wanted.append((ev, "out", modules[c.name], c.factor))
+                m = self.model.get_submodule(c.name)
+                wanted.append(
+                    (ev, "out", m, new_columns(c, unit.width, ev.units_added), lookup(m).in_dim)
+                )
         params = list(
-            {id(weight_parameter(m)): weight_parameter(m) for _, _, m, _ in wanted}.values()
+            {id(weight_parameter(m)): weight_parameter(m) for _, _, m, _, _ in wanted}.values()
         )
         x, y = split_batch(batch)
         saved = [(b, b.detach().clone()) for b in self.model.buffers()]
@@ -396,11 +416,11 @@ class Grower:
                     b.copy_(v)
         by_id = {id(p): g for p, g in zip(params, grads, strict=True)}
         sums: dict[tuple[int, str], float] = {}
-        for ev, side, m, factor in wanted:
+        for ev, side, m, index, dim in wanted:
             g = by_id[id(weight_parameter(m))]
             if g is None:
                 continue
-            new = g[ev.width_before :] if side == "in" else g[:, ev.width_before * factor :]
+            new = g.index_select(dim, index.to(g.device))
             key = (id(ev), side)
             sums[key] = sums.get(key, 0.0) + float(new.pow(2).sum())
         for ev in events:

@@ -218,8 +218,14 @@ def commit(
     EditRecord
         ``record``, completed.
     """
-    from .optim_state import carry, check_carry  # local: optim_state imports this module
+    from .batch import active_batch  # local: both import this module
+    from .optim_state import carry, check_carry
 
+    batch = active_batch(model)
+    if batch is not None:
+        if structural:
+            raise AssertionError("depth edits cannot join an edit batch")
+        return batch.commit(changes, record)
     start = time.perf_counter()
     changes = _merge_same_tensor(changes)
     record.params_before = count_params(model)

@@ -12,7 +12,7 @@ from torch import Tensor
 from ..graph.layout import Layout, channel_of, entries_per_channel, keys
 from .edit import Change
 
-__all__ = ["grown_order", "kept_columns", "place_columns"]
+__all__ = ["grown_order", "kept_columns", "place_columns", "new_columns"]
 
 
 def grown_order(layout: Layout, width: int, k: int) -> Tensor:
@@ -64,3 +64,13 @@ def place_columns(changes: Sequence[Change], order: Tensor, dim: int) -> list[Ch
 
         out.append(Change(ch.owner, ch.name, t.index_select(dim, order.to(t.device)), placed))
     return out
+
+
+def new_columns(consumer, width: int, k: int) -> Tensor:  # noqa: ANN001
+    """Indices of a consumer's new inputs after its unit grew from ``width`` by ``k``."""
+    if consumer.layout is None:
+        start = width * consumer.factor
+        return torch.arange(start, start + k * consumer.factor)
+    order = grown_order(consumer.layout, width, k)
+    n_old = len(keys(consumer.layout, width))
+    return torch.nonzero(order >= n_old).flatten()

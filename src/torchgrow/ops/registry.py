@@ -102,6 +102,9 @@ class LayerOps:
         The dimension of the weight that holds a consumer's inputs (1 for
         ``Linear`` and convolutions), where new inputs are placed when the
         consumer's input is laid out by a ``torch.cat`` or a flatten.
+    out_dim : int
+        The dimension of the weight that holds a producer's outputs (0 for
+        ``Linear`` and convolutions, 1 for ``Embedding`` and transformers' ``Conv1D``).
     """
 
     kind: type
@@ -120,6 +123,7 @@ class LayerOps:
     unsupported: Check | None = None
     channel_dim: int = 1
     in_dim: int = 1
+    out_dim: int = 0
 
     def roles(self, module: nn.Module) -> Role:
         """The roles this instance can play."""

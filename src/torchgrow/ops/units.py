@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError, require_int
+from ..graph.units import GrowableUnit
+from .batch import active_batch
 from .edit import Change, EditRecord, commit
 from .placement import grown_order, kept_columns, place_columns
 from .registry import Role, require
@@ -25,6 +27,16 @@ class DeadUnitWarning(UserWarning):
 
 class FunctionChangeWarning(UserWarning):
     """Zero fan-in that does not preserve the function (an activation with f(0) != 0)."""
+
+
+class _Modules:
+    """``model``'s submodules by qualified name, looked up on demand (no walk of the model)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return self.model.get_submodule(name)
 
 
 def _check_k(k: object) -> int:
@@ -76,6 +88,7 @@ def widen(
     unknown_optimizer: str = "raise",
     new_connections: str = "all",
     verify: bool = True,
+    unit: GrowableUnit | None = None,
 ) -> EditRecord:
     """Add ``k`` output units to producer ``name`` and matching inputs to its consumers.
 
@@ -118,6 +131,9 @@ def widen(
         run it after the edit and roll back with
         :class:`~torchgrow.errors.EditVerificationError` if the forward fails
         or, with a zero fan-in or fan-out, if the output moved (default True).
+    unit : GrowableUnit, optional
+        The unit of ``name`` as an up-to-date analysis found it (see
+        ``Wiring.after_widen``); saves analysing the model again.
 
     Returns
     -------
@@ -136,8 +152,11 @@ def widen(
         raise GrowthInputError(
             f"new_connections must be 'all' or 'nonzero', got {new_connections!r}"
         )
-    unit = find_unit(model, name)
-    modules = dict(model.named_modules())
+    if unit is None:
+        unit = find_unit(model, name)
+    elif name not in unit.producers:
+        raise GrowthInputError(f"widen: {name!r} is not a producer of the given unit {unit.name!r}")
+    modules = _Modules(model)
     fin = _per_module(fan_in, unit.producers, "fan_in", name)
     fout = _per_module(fan_out, [c.name for c in unit.consumers], "fan_out", name)
     changes: list[Change] = []
@@ -160,6 +179,11 @@ def widen(
 
     if new_connections == "nonzero":
         changes = _connect_nonzero_only(changes)
+    zero_in = all(t is None or not bool(t.any()) for t in fin.values())
+    zero_out = all(t is None or not bool(t.any()) for t in fout.values())
+    nonzero_at_zero = sorted(set(unit.between) & NONZERO_AT_ZERO)
+    has_ln = any(isinstance(modules[pc], (nn.LayerNorm, nn.RMSNorm)) for pc in unit.per_channel)
+    preserve = (zero_out or (zero_in and not nonzero_at_zero)) and not has_ln
     record = EditRecord(
         op="widen",
         target=name,
@@ -167,12 +191,10 @@ def widen(
         units_added=k,
         details={"unit": unit, "width_before": unit.width, "width_after": unit.width + k},
     )
-    zero_in = all(t is None or not bool(t.any()) for t in fin.values())
-    zero_out = all(t is None or not bool(t.any()) for t in fout.values())
-    nonzero_at_zero = sorted(set(unit.between) & NONZERO_AT_ZERO)
-    has_ln = any(isinstance(modules[pc], (nn.LayerNorm, nn.RMSNorm)) for pc in unit.per_channel)
-    preserve = (zero_out or (zero_in and not nonzero_at_zero)) and not has_ln
-    checker = Verifier(model, f"widen({name!r}, k={k})", preserve=preserve) if verify else None
+    record.details["preserving"] = preserve
+    checker = None
+    if verify and active_batch(model) is None:  # a batch verifies once, at its end
+        checker = Verifier(model, f"widen({name!r}, k={k})", preserve=preserve)
     commit(
         model,
         changes,
