@@ -17,6 +17,7 @@ BENCHMARKS = [
     "compnet_deepen",
     "ddp_growth",
     "compare_fashion_mnist",
+    "graph_coverage",
 ]
 
 

@@ -6,81 +6,24 @@ unit of which must be found growable.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchgrow.nn import relu1
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-class UNet(nn.Module):
-    """Two levels, ``torch.cat`` skip, ``F.interpolate`` up-sampling, ``F.max_pool2d`` down."""
-
-    def __init__(self, c: int = 4) -> None:
-        super().__init__()
-        self.enc1 = nn.Conv2d(1, c, 3, padding=1)
-        self.enc2 = nn.Conv2d(c, 2 * c, 3, padding=1)
-        self.mid = nn.Conv2d(2 * c, 2 * c, 3, padding=1)
-        self.dec1 = nn.Conv2d(3 * c, c, 3, padding=1)
-        self.head = nn.Conv2d(c, 2, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        e1 = F.relu(self.enc1(x))
-        e2 = F.relu(self.enc2(F.max_pool2d(e1, 2)))
-        m = torch.tanh(self.mid(e2))
-        up = F.interpolate(m, scale_factor=2.0, mode="nearest")
-        d1 = F.relu(self.dec1(torch.cat([up, e1], dim=1)))
-        return self.head(d1)
+from benchmarks.graph_zoo import MobileNetV3ish, UNet  # noqa: E402
 
 
 def unet():
     return UNet(), torch.randn(3, 1, 8, 8), {"enc1", "enc2", "mid", "dec1"}
-
-
-class SqueezeExcite(nn.Module):
-    def __init__(self, c: int, r: int = 2) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(c, c // r, 1)
-        self.fc2 = nn.Conv2d(c // r, c, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        s = x.mean((2, 3), keepdim=True)
-        return x * F.hardsigmoid(self.fc2(F.relu(self.fc1(s))))
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV3's block: expand, depthwise, squeeze-excite, project (+ skip)."""
-
-    def __init__(self, c_in: int, c_exp: int, c_out: int) -> None:
-        super().__init__()
-        self.expand = nn.Conv2d(c_in, c_exp, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c_exp)
-        self.dw = nn.Conv2d(c_exp, c_exp, 3, padding=1, groups=c_exp, bias=False)
-        self.bn2 = nn.BatchNorm2d(c_exp)
-        self.se = SqueezeExcite(c_exp)
-        self.project = nn.Conv2d(c_exp, c_out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(c_out)
-        self.skip = c_in == c_out
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.hardswish(self.bn1(self.expand(x)))
-        h = F.hardswish(self.bn2(self.dw(h)))
-        h = self.bn3(self.project(self.se(h)))
-        return x + h if self.skip else h
-
-
-class MobileNetV3ish(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(1, 8, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(8)
-        self.blocks = nn.Sequential(InvertedResidual(8, 16, 8), InvertedResidual(8, 24, 12))
-        self.head = nn.Linear(12, 3)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = F.hardswish(self.bn(self.stem(x)))
-        h = self.blocks(h)
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
 
 
 def mobilenet_v3ish():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchgrow import Grower, models
-from torchgrow.errors import EditVerificationError, GraphError
+from torchgrow.errors import EditVerificationError, GraphError, GrowthInputError
 from torchgrow.graph import analyse, find_unit, growable_units, register_op, rules, set_example
 from torchgrow.graph.fx_trace import analyse_fx
 from torchgrow.how import Random
@@ -160,13 +160,31 @@ def test_module_called_twice_grows_once_for_both_calls():
     assert (_outputs(model, x) - y0).abs().max() < 1e-6
 
 
-def test_tied_weights_are_refused_with_the_reason_and_nothing_changes():
-    model = G.Tied()
+def test_tied_weights_grow_together_and_stay_tied():
+    model = G.Tied().eval()
+    x = torch.randn(3, 4)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    _train_step(model, opt, x)
+    set_example(model, x)
+    unit = find_unit(model, "fc2")  # fc3.weight = fc2.weight: fc1, fc2, fc3 make one unit
+    assert set(unit.producers) == {"fc1", "fc2", "fc3"}
+    y0 = _outputs(model, x)
+    widen(model, "fc1", 2, optimizer=opt)
+    assert model.fc3.weight is model.fc2.weight and model.fc2.weight.shape == (8, 8)
+    assert (_outputs(model, x) - y0).abs().max() < 1e-5
+    check_consistent(model, opt)
+    _train_step(model, opt, x)
+    assert model.fc3.weight is model.fc2.weight
+
+
+def test_different_blocks_for_the_two_sides_of_a_tie_are_refused():
+    model = G.Tied().eval()
     x = torch.randn(3, 4)
     set_example(model, x)
     before = copy.deepcopy(model.state_dict())
-    with pytest.raises(GraphError, match="tied"):
-        widen(model, "fc2", 2)
+    fan_in = {"fc1": torch.zeros(2, 4), "fc2": torch.ones(2, 6), "fc3": torch.zeros(2, 6)}
+    with pytest.raises(GrowthInputError, match="tied"):
+        widen(model, "fc1", 2, fan_in=fan_in)
     assert model.fc3.weight is model.fc2.weight
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 

@@ -113,15 +113,22 @@ def test_bert_residual_stream_grows_through_its_layernorms_with_a_warning():
     assert (_logits(model, ids, None) - before).abs().max() < 1e-6
 
 
-def test_attention_heads_and_tied_lm_head_are_refused_with_reasons():
+def test_gpt2_heads_are_refused_and_the_tied_lm_head_grows_with_the_embedding():
+    torch.manual_seed(0)
     model, _ = gpt2()
+    model.eval()
     ids = torch.randint(0, VOCAB, (2, 6))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         growable_units(model, ids)
-    blocked = analyse(model).blocked
-    assert (
-        "heads" in blocked["transformer.h.0.attn.c_attn"]
-        or "split" in blocked["transformer.h.0.attn.c_attn"]
-    )
-    assert "tied" in blocked["transformer.wte"]
+        blocked = analyse(model).blocked
+        assert "splits a dimension" in blocked["transformer.h.0.attn.c_attn"]
+        stream = find_unit(model, "transformer.wte")
+        assert "lm_head" in {c.name for c in stream.consumers}
+        widen(model, "transformer.wte", 4, optimizer=opt)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.lm_head.weight.shape == (VOCAB, 20)
+    check_consistent(model, opt)
+    model(ids).logits.square().mean().backward()
+    opt.step()

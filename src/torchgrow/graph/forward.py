@@ -254,7 +254,7 @@ class _Analysis:
         units: list[GrowableUnit] = []
         blocked: dict[str, str] = {}
         seen: set[int] = set()
-        shared = _shared_parameters(self.model)
+        self._tie(_shared_parameters(self.model))
         self.root_of: dict[str, int] = {}
         for prod in self.order:
             root = self.sp.find(self.out_space[prod])
@@ -264,10 +264,6 @@ class _Analysis:
             s = self.sp.data[root]
             why = _why_not(s)
             unit = None if why else self._unit(root, s, blocked)
-            if unit is not None:
-                tie = _tie_in(unit, shared)
-                if tie:
-                    why = tie
             if why:
                 for p in s.producers:
                     blocked[p] = why
@@ -275,6 +271,50 @@ class _Analysis:
                 units.append(unit)
                 self.root_of[unit.name] = root
         return Wiring(units, blocked, _regrow=self.regrow)
+
+    def _tie(self, shared: dict[int, list[tuple[str, str]]]) -> None:
+        """A parameter held by several layers ties what each of its dims means for each.
+
+        ``fc3.weight = fc2.weight`` makes fc2's and fc3's outputs the same channels,
+        and their inputs too; an embedding tied to an LM head makes the
+        embedding's channels the head's inputs. Holders that cannot follow (a
+        layer kind torchgrow does not know, an input laid out by a cat) block.
+        """
+        for holders in shared.values():
+            per_dim: dict[int, list[Layout | None]] = {}
+            problem = None
+            for mname, attr in holders:
+                m = self.modules[mname]
+                ops = lookup(m)
+                if ops is None or attr not in ("weight", "bias"):
+                    problem = f"{mname}.{attr} is shared with a module torchgrow cannot edit"
+                    continue
+                out_s = self.out_space.get(mname)
+                if out_s is not None:
+                    per_dim.setdefault(0 if attr == "bias" else ops.out_dim, []).append(Leaf(out_s))
+                if attr == "weight" and mname in self.in_layout:
+                    per_dim.setdefault(ops.in_dim, []).append(self.in_layout[mname])
+            layouts = [lay for lays in per_dim.values() for lay in lays if lay is not None]
+            names = [f"{m}.{a}" for m, a in holders]
+            if problem:
+                self._block(layouts, f"tied weights {names}: {problem}")
+                continue
+            for lays in per_dim.values():
+                known = [lay for lay in lays if lay is not None]
+                if len(known) < len(lays):
+                    self._fix_any(
+                        known, f"tied weights {names}: one holder reads data of fixed width"
+                    )
+                elif any(not isinstance(lay, Leaf) for lay in known):
+                    self._block(
+                        known, f"tied weights {names}: a holder's input is laid out by a cat"
+                    )
+                else:
+                    for lay in known[1:]:
+                        if self.unify(known[0], lay) is None:
+                            self._block(
+                                known, f"tied weights {names} hold channels of different widths"
+                            )
 
     def regrow(self, units: list[GrowableUnit], grown: GrowableUnit, k: int) -> list[GrowableUnit]:
         """The units after ``grown`` got ``k`` channels (see ``Wiring.after_widen``)."""
@@ -365,27 +405,18 @@ def _why_not(s: _Space) -> str | None:
     return None
 
 
-def _shared_parameters(model: nn.Module) -> dict[int, list[str]]:
-    """Parameter id -> the modules holding it, for parameters held by several modules."""
-    holders: dict[int, list[str]] = {}
+def _shared_parameters(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    """Parameter id -> (module, attribute) holding it, for parameters held by several modules."""
+    holders: dict[int, list[tuple[str, str]]] = {}
+    seen: set[int] = set()
     for mname, m in model.named_modules(remove_duplicate=False):
-        for p in m._parameters.values():
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        for attr, p in m._parameters.items():
             if p is not None:
-                holders.setdefault(id(p), [])
-                if mname not in holders[id(p)]:
-                    holders[id(p)].append(mname)
+                holders.setdefault(id(p), []).append((mname, attr))
     return {k: v for k, v in holders.items() if len(v) > 1}
-
-
-def _tie_in(unit: GrowableUnit, shared: dict[int, list[str]]) -> str | None:
-    names = {*unit.producers, *unit.per_channel, *(c.name for c in unit.consumers)}
-    for holders in shared.values():
-        if names & set(holders):
-            return (
-                f"a parameter is shared by modules {holders} (tied weights): growing would untie "
-                "them, so torchgrow refuses; untie them first to grow this unit"
-            )
-    return None
 
 
 def analyse_forward(model: nn.Module, *args: Any, **kwargs: Any) -> Wiring:

@@ -55,7 +55,9 @@ class EditBatch:
                     continue
                 old = getattr(ch.owner, ch.name)
                 if not isinstance(old, nn.Parameter):
-                    self.tx.swap(ch.owner, ch.name, ch.tensor.detach().clone())
+                    new_buffer = ch.tensor.detach().clone()
+                    for owner, name in ((ch.owner, ch.name), *ch.also):
+                        self.tx.swap(owner, name, new_buffer)
                     continue
                 new = nn.Parameter(ch.tensor.detach().clone(), requires_grad=old.requires_grad)
                 if old in self.origin:
@@ -70,7 +72,8 @@ class EditBatch:
                     self.origin[new] = (old, ch.remap)
                 self.total += new.numel() - old.numel()
                 record.replaced[old] = new
-                self.tx.swap(ch.owner, ch.name, new)
+                for owner, name in ((ch.owner, ch.name), *ch.also):
+                    self.tx.swap(owner, name, new)
         record.params_after = self.total
         record.seconds = time.perf_counter() - start
         self.records.append(record)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -45,6 +45,9 @@ class Change:
         Required for parameters (it carries their optimizer state).
     value : Any
         The new value of a plain attribute.
+    also : tuple of (nn.Module, str)
+        Other places holding the same tensor (a tied weight): they receive the
+        same new tensor, so the tie stays a tie.
     """
 
     owner: nn.Module
@@ -52,6 +55,7 @@ class Change:
     tensor: Tensor | None = None
     remap: Remap | None = None
     value: Any = None
+    also: tuple[tuple[nn.Module, str], ...] = ()
 
     @staticmethod
     def attr(owner: nn.Module, name: str, value: Any) -> Change:
@@ -158,19 +162,57 @@ def _compose(first: Change, second: Change, old: Tensor) -> Change:
 
 
 def _merge_same_tensor(changes: Sequence[Change]) -> list[Change]:
-    """One change per tensor: compose the (at most two) changes planned for the same one."""
-    out: list[Change] = []
-    where: dict[tuple[int, str], int] = {}
+    """One change per tensor object.
+
+    Changes of the same tensor along different dims (a module that both
+    produces and consumes a unit) are composed. The same change planned by
+    several holders of one tensor (a tied weight) is kept once, the other
+    holders going to ``also``; different changes along the same dim of one
+    tensor are a conflict.
+    """
+    from ..errors import GrowthInputError
+
+    out: list[Change | list[Change]] = []
+    where: dict[int, int] = {}
+    holders: dict[int, list[tuple[nn.Module, str]]] = {}
     for ch in changes:
-        key = (id(ch.owner), ch.name)
-        if ch.tensor is None or key not in where:
-            if ch.tensor is not None:
-                where[key] = len(out)
+        if ch.tensor is None:
             out.append(ch)
             continue
-        i = where[key]
-        out[i] = _compose(out[i], ch, getattr(ch.owner, ch.name))
-    return out
+        current = getattr(ch.owner, ch.name)
+        key = id(current)
+        place = (ch.owner, ch.name)
+        if key not in where:
+            where[key] = len(out)
+            out.append([ch])
+            holders[key] = [place]
+            continue
+        if all(h[0] is not place[0] or h[1] != place[1] for h in holders[key]):
+            holders[key].append(place)
+        plans = out[where[key]]
+        assert isinstance(plans, list)
+        same = next((p for p in plans if p.tensor.shape == ch.tensor.shape), None)  # type: ignore[union-attr]
+        if same is None:
+            plans.append(ch)
+        elif not torch.equal(same.tensor, ch.tensor):  # type: ignore[arg-type]
+            raise GrowthInputError(
+                f"the shared tensor {ch.name!r} (shape {tuple(current.shape)}) would get two "
+                "different new blocks from the modules holding it (tied weights); give the same "
+                "block (or none) on both sides of the tie"
+            )
+    merged: list[Change] = []
+    for item in out:
+        if isinstance(item, Change):
+            merged.append(item)
+            continue
+        first = item[0]
+        current = getattr(first.owner, first.name)
+        combined = first
+        for nxt in item[1:]:
+            combined = _compose(combined, nxt, current)
+        hs = holders[id(current)]
+        merged.append(replace(combined, owner=hs[0][0], name=hs[0][1], also=tuple(hs[1:])))
+    return merged
 
 
 def count_params(model: nn.Module) -> int:
@@ -248,6 +290,8 @@ def commit(
                 else:
                     new = ch.tensor.detach().clone()
                 tx.swap(ch.owner, ch.name, new)
+                for owner, name in ch.also:
+                    tx.swap(owner, name, new)
             for do, undo in structural:
                 tx.call(do, undo)
         if verify is not None:
