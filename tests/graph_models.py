@@ -160,6 +160,48 @@ class Tied(nn.Module):
         return self.out(torch.tanh(self.fc3(torch.tanh(self.fc2(torch.tanh(self.fc1(x)))))))
 
 
+class EmbeddingLSTM(nn.Module):
+    """Embedding (a producer) -> Linear -> bidirectional LSTM (a consumer) -> GRU -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(20, 6)
+        self.fc = nn.Linear(6, 5)
+        self.rnn = nn.LSTM(5, 7, batch_first=True, bidirectional=True)
+        self.gru = nn.GRU(14, 3, batch_first=True)
+        self.out = nn.Linear(3, 2)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = torch.tanh(self.fc(self.emb(ids)))
+        h, _ = self.rnn(h)
+        h, _ = self.gru(h)
+        return self.out(h[:, -1])
+
+
+def embedding_lstm():
+    return EmbeddingLSTM(), torch.randint(0, 20, (3, 5)), {"emb", "fc"}
+
+
+class Conv1dNet(nn.Module):
+    """Conv1d, a depthwise Conv1d, F.max_pool1d and a flatten into a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(2, 4, 3, padding=1)
+        self.dw = nn.Conv1d(4, 4, 3, padding=1, groups=4)
+        self.c2 = nn.Conv1d(4, 6, 3)
+        self.fc = nn.Linear(6 * 3, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.tanh(self.dw(torch.tanh(self.c1(x))))
+        h = F.max_pool1d(torch.tanh(self.c2(h)), 2)
+        return self.fc(h.flatten(1))
+
+
+def conv1d_net():
+    return Conv1dNet(), torch.randn(3, 2, 8), {"c1", "c2"}
+
+
 ALL = {
     "unet": unet,
     "mobilenet_v3ish": mobilenet_v3ish,
@@ -168,4 +210,6 @@ ALL = {
     "tokens_flatten": tokens_flatten,
     "called_twice": called_twice,
     "keyword_stack": keyword_stack,
+    "embedding_lstm": embedding_lstm,
+    "conv1d_net": conv1d_net,
 }

@@ -312,3 +312,23 @@ def test_reparametrized_weights_are_refused_and_nothing_changes(kind):
         widen(model, "0", 2)
     assert model[0].out_features == 6 and model[2].in_features == 6
     assert torch.equal(_outputs(model, x), y0)
+
+
+def test_growth_step_keeps_modes_flags_and_module_hooks():
+    torch.manual_seed(0)
+    model, x, _ = G.mobilenet_v3ish()
+    model.train()
+    model.bn.eval()  # a frozen BatchNorm
+    for p in model.stem.parameters():
+        p.requires_grad_(False)  # a frozen stem
+    calls = []
+    model.head.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    grower = Grower(model, opt, when=Every(1, times=1), how=Random(seed=0))
+    grower.step((x, torch.tensor([0, 1, 2])))
+    assert model.training and not model.bn.training
+    assert all(not p.requires_grad for p in model.stem.parameters())
+    assert model.stem.out_channels > 8  # the frozen stem still grew (its new rows frozen too)
+    n = len(calls)
+    model(x)
+    assert len(calls) == n + 1

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .errors import GrowthInputError
-from .graph import GrowableUnit, analyse, example_of, growable_units, set_example
+from .graph import GrowableUnit, Wiring, analyse, example_of, growable_units, set_example
 from .how import How, Init, Zero
 from .modes import eval_mode
 from .ops.batch import edit_batch
@@ -317,47 +317,7 @@ class Grower:
                 u.name: self.how.init(u, ks[u.name], stats, self.model) for u in units
             }
             prep = (time.perf_counter() - start) / len(units)
-            y_prev = _forward_eval(self.model, x) if self.measure else None
-            before: dict[str, GrowableUnit] = {}
-            with edit_batch(self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer):
-                for u in units:
-                    t0 = time.perf_counter()
-                    current = wiring.unit_of(u.name)
-                    assert current is not None
-                    init = _fit_init(self.model, current, ks[u.name], inits[u.name], shapes[u.name])
-                    rec = widen(
-                        self.model,
-                        u.name,
-                        ks[u.name],
-                        fan_in=init.fan_in or None,
-                        fan_out=init.fan_out or None,
-                        optimizer=self.optimizer,
-                        unknown_optimizer=self.unknown_optimizer,
-                        new_connections=self.how.new_connections,
-                        unit=current,
-                    )
-                    wiring.after_widen(u.name, ks[u.name])
-                    before[u.name] = current
-                    events.append(
-                        GrowthEvent(
-                            step=self.state.step,
-                            unit=u.name,
-                            units_added=ks[u.name],
-                            width_before=u.width,
-                            width_after=u.width + ks[u.name],
-                            params_before=rec.params_before,
-                            params_after=rec.params_after,
-                            how=self.how.describe(),
-                            info=dict(init.info),
-                            seconds=prep + time.perf_counter() - t0,
-                        )
-                    )
-                if y_prev is not None:  # one forward for the whole step
-                    delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
-                    for ev in events:
-                        ev.max_abs_delta = delta
-                if self.measure:
-                    self._measure_gradients(events, batch, loss_fn, before)
+            events = self._widen_all(wiring, units, ks, inits, shapes, prep, batch, loss_fn)
             committed = [(u.name, u.width) for u in units]
             agreeing = True
             distributed.agree("the growth step", self.model, self.optimizer)
@@ -376,6 +336,63 @@ class Grower:
         distributed.broadcast_model(self.model)  # bit-identical replicas
         self.state.events += 1
         self.events.extend(events)
+        return events
+
+    def _widen_all(
+        self,
+        wiring: Wiring,
+        units: Sequence[GrowableUnit],
+        ks: dict[str, int],
+        inits: dict[str, Init],
+        shapes: dict[str, dict[str, tuple[int, ...]]],
+        prep: float,
+        batch: object,
+        loss_fn: LossFn,
+    ) -> list[GrowthEvent]:
+        """Widen every selected unit as one batch of edits, and measure what changed."""
+        x, _ = split_batch(batch)
+        events: list[GrowthEvent] = []
+        y_prev = _forward_eval(self.model, x) if self.measure else None
+        before: dict[str, GrowableUnit] = {}
+        with edit_batch(self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer):
+            for u in units:
+                t0 = time.perf_counter()
+                current = wiring.unit_of(u.name)
+                assert current is not None
+                init = _fit_init(self.model, current, ks[u.name], inits[u.name], shapes[u.name])
+                rec = widen(
+                    self.model,
+                    u.name,
+                    ks[u.name],
+                    fan_in=init.fan_in or None,
+                    fan_out=init.fan_out or None,
+                    optimizer=self.optimizer,
+                    unknown_optimizer=self.unknown_optimizer,
+                    new_connections=self.how.new_connections,
+                    unit=current,
+                )
+                wiring.after_widen(u.name, ks[u.name])
+                before[u.name] = current
+                events.append(
+                    GrowthEvent(
+                        step=self.state.step,
+                        unit=u.name,
+                        units_added=ks[u.name],
+                        width_before=u.width,
+                        width_after=u.width + ks[u.name],
+                        params_before=rec.params_before,
+                        params_after=rec.params_after,
+                        how=self.how.describe(),
+                        info=dict(init.info),
+                        seconds=prep + time.perf_counter() - t0,
+                    )
+                )
+            if y_prev is not None:  # one forward for the whole step
+                delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
+                for ev in events:
+                    ev.max_abs_delta = delta
+            if self.measure:
+                self._measure_gradients(events, batch, loss_fn, before)
         return events
 
     def _measure_gradients(
@@ -401,20 +418,27 @@ class Grower:
                 wanted.append(
                     (ev, "out", m, new_columns(c, unit.width, ev.units_added), lookup(m).in_dim)
                 )
-        params = list(
-            {id(weight_parameter(m)): weight_parameter(m) for _, _, m, _, _ in wanted}.values()
-        )
+        params = [
+            p
+            for p in {
+                id(weight_parameter(m)): weight_parameter(m) for _, _, m, _, _ in wanted
+            }.values()
+            if p.requires_grad  # a frozen layer has no gradient to measure
+        ]
         x, y = split_batch(batch)
         saved = [(b, b.detach().clone()) for b in self.model.buffers()]
         try:
             with torch.enable_grad():
                 loss = loss_fn(self.model(x), y)
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                grads = torch.autograd.grad(loss, params, allow_unused=True) if params else ()
         finally:
             with torch.no_grad():
                 for b, v in saved:
                     b.copy_(v)
         by_id = {id(p): g for p, g in zip(params, grads, strict=True)}
+        by_id = {
+            id(weight_parameter(m)): by_id.get(id(weight_parameter(m))) for _, _, m, _, _ in wanted
+        }
         sums: dict[tuple[int, str], float] = {}
         for ev, side, m, index, dim in wanted:
             g = by_id[id(weight_parameter(m))]

@@ -1,19 +1,15 @@
-"""Where things connect: the growable units of a model.
-
-A *growable unit* is a set of output channels that can be widened together:
-the producers that make them (``Linear``/``Conv2d``; several when residual
-additions tie their outputs), the per-channel layers they pass through
-(BatchNorm, LayerNorm, depthwise conv), and the consumers that read them
-(``Linear``/``Conv2d``, possibly behind a ``Flatten``).
+"""The analysis by :mod:`torch.fx` symbolic tracing, used when no example input is known.
 
 The analysis follows each tensor's *channel space* through the model's
 dataflow graph, taken from :mod:`torch.fx` symbolic tracing (or, for a flat
 ``nn.Sequential`` of known layers, from a plain walk of its children).
 Element-wise binary operations (residual ``+``) merge the spaces of their
 operands. A space that reaches the model's input or output cannot grow (their
-widths are fixed by the data); a space that meets an operation torchgrow
-cannot edit (``torch.cat``, an unknown module or function) is *blocked*, and
-asking for it raises an error naming the module and the reason.
+widths are fixed by the data); a space that meets an operation it cannot
+follow (``torch.cat``, an unknown module or function) is *blocked*, and asking
+for it raises an error naming the module and the reason. The analysis of a
+recorded forward (:mod:`torchgrow.graph.forward`) follows far more (see
+``docs/design.md``); this one stays for models analysed without an example.
 """
 
 from __future__ import annotations
@@ -271,22 +267,13 @@ class _Analysis:
                 continue
             seen.add(root)
             s = self.sp.data[root]
-            why = self._why_not(s)
+            why = s.why_not()
             if why:
                 for p in s.producers:
                     blocked[p] = why
                 continue
             units.append(self._unit(s, blocked))
         return Wiring([u for u in units if u is not None], blocked)
-
-    def _why_not(self, s: _Space) -> str | None:
-        if s.blocked:
-            return s.blocked[0]
-        if s.fixed:
-            return "its width is fixed: " + s.fixed[0]
-        if not s.consumers:
-            return "no module consumes its output"
-        return None
 
     def _unit(self, s: _Space, blocked: dict[str, str]) -> GrowableUnit | None:
         widths = {p: lookup(self.modules[p]).out_width(self.modules[p]) for p in s.producers}

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -255,8 +254,3 @@ def record(model: nn.Module, *args: Any, **kwargs: Any) -> tuple[Record, Any]:
             h.remove()
     r.rec.outputs = [r.vid(t) for t in tensors_in(out)]
     return r.rec, out
-
-
-def recording_grad_mode() -> Any:
-    """The autograd mode the analysis records under (no graph is needed)."""
-    return torch.no_grad()

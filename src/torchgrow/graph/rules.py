@@ -169,6 +169,18 @@ def rule_for(func: Any) -> Rule | None:
     return rule if rule is not None else _RULES.get(function_name(func))
 
 
+def ops_named(names: str, *owners: object) -> list[object]:
+    """The functions called ``names`` (space-separated) on each of ``owners`` that has them
+    (``ops_named("relu gelu", torch, torch.Tensor, F)``), to register one rule for many."""
+    out = []
+    for n in names.split():
+        for owner in owners:
+            f = getattr(owner, n, None)
+            if f is not None:
+                out.append(f)
+    return out
+
+
 # ---------------------------------------------------------------- building blocks for rules
 def same_as_input(ctx: OpContext) -> None:
     """Every output has the channel dims of the first tensor argument (activations, dropout)."""

@@ -119,6 +119,16 @@ class _Space:
     blocked: list[str] = field(default_factory=list)  # unsupported operations
     tensors: list[tuple[str, int, float]] = field(default_factory=list)  # per-channel tensors
 
+    def why_not(self) -> str | None:
+        """Why these channels cannot grow (``None``: they can)."""
+        if self.blocked:
+            return self.blocked[0]
+        if self.fixed:
+            return "its width is fixed: " + self.fixed[0]
+        if not self.consumers:
+            return "no module consumes its output"
+        return None
+
 
 class _Spaces:
     """Union-find over channel spaces."""

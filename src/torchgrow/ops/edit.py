@@ -111,8 +111,17 @@ class _Transaction:
     def swap(self, owner: nn.Module, name: str, value: Any) -> None:
         if name in owner._parameters:
             old = owner._parameters[name]
-            self._undo.append(lambda: owner._parameters.__setitem__(name, old))
+            flat = getattr(owner, "_init_flat_weights", None)  # RNNs keep a list of their weights
+
+            def undo() -> None:
+                owner._parameters[name] = old
+                if flat is not None:
+                    flat()
+
+            self._undo.append(undo)
             owner._parameters[name] = value
+            if flat is not None:
+                flat()
         elif name in owner._buffers:
             old = owner._buffers[name]
             self._undo.append(lambda: owner._buffers.__setitem__(name, old))

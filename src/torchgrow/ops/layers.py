@@ -214,9 +214,8 @@ def _conv_keep_in(m: nn.Conv2d, keep: Tensor, factor: int) -> list[Change]:
 
 def _depthwise_grow(m: nn.Conv2d, k: int) -> list[Change]:
     w = _weight(m)
-    kh, kw = w.shape[2], w.shape[3]
-    block = _zeros((k, 1, kh, kw), w)
-    block[:, 0, kh // 2, kw // 2] = 1.0  # identity tap: the new channel passes through
+    block = _zeros((k, 1, *w.shape[2:]), w)
+    block[(slice(None), 0, *(n // 2 for n in w.shape[2:]))] = 1.0  # identity tap: passes through
     n = m.out_channels + k
     return [
         *_weight_changes(m, 0, block=block),
@@ -238,24 +237,25 @@ def _depthwise_keep(m: nn.Conv2d, keep: Tensor) -> list[Change]:
     ]
 
 
-register(
-    LayerOps(
-        kind=nn.Conv2d,
-        role=Role.PRODUCER | Role.CONSUMER | Role.PER_CHANNEL,
-        role_for=_conv_roles,
-        unsupported=_conv_unsupported,
-        out_width=lambda m: m.out_channels,
-        in_width=lambda m: m.in_channels,
-        grow_out=_conv_grow_out,
-        keep_out=_conv_keep_out,
-        grow_in=_conv_grow_in,
-        keep_in=_conv_keep_in,
-        grow_channels=_depthwise_grow,
-        keep_channels=_depthwise_keep,
-        fan_in_shape=lambda m, k: (k, m.in_channels, *m.kernel_size),
-        fan_out_shape=lambda m, k, f: (m.out_channels, k, *m.kernel_size),
+for _conv in (nn.Conv2d, nn.Conv1d):
+    register(
+        LayerOps(
+            kind=_conv,
+            role=Role.PRODUCER | Role.CONSUMER | Role.PER_CHANNEL,
+            role_for=_conv_roles,
+            unsupported=_conv_unsupported,
+            out_width=lambda m: m.out_channels,
+            in_width=lambda m: m.in_channels,
+            grow_out=_conv_grow_out,
+            keep_out=_conv_keep_out,
+            grow_in=_conv_grow_in,
+            keep_in=_conv_keep_in,
+            grow_channels=_depthwise_grow,
+            keep_channels=_depthwise_keep,
+            fan_in_shape=lambda m, k: (k, m.in_channels, *m.kernel_size),
+            fan_out_shape=lambda m, k, f: (m.out_channels, k, *m.kernel_size),
+        )
     )
-)
 
 
 # ---------------------------------------------------------------- BatchNorm

@@ -153,3 +153,44 @@ register_by_name(
         fan_out_shape=lambda m, k, f: (m.weight.shape[1], k * f),
     ),
 )
+
+
+# ---------------------------------------------------------------- LSTM / GRU / RNN (consumers)
+# Only the input side: the first layer's input-to-hidden weights read the unit's channels.
+def _rnn_names(m: nn.RNNBase) -> list[str]:
+    return ["weight_ih_l0", *(["weight_ih_l0_reverse"] if m.bidirectional else [])]
+
+
+def _rnn_grow_in(m: nn.RNNBase, k: int, fan_out: Tensor | None, factor: int) -> list[Change]:
+    names = _rnn_names(m)
+    rows = getattr(m, names[0]).shape[0]
+    changes = []
+    for i, name in enumerate(names):
+        w = getattr(m, name)
+        block = (
+            w.new_zeros(rows, k * factor) if fan_out is None else fan_out[i * rows : (i + 1) * rows]
+        )
+        changes.append(tensor_change(m, name, 1, block=block.to(w)))
+    return [*changes, Change.attr(m, "input_size", m.input_size + k * factor)]
+
+
+def _rnn_keep_in(m: nn.RNNBase, keep: Tensor, factor: int) -> list[Change]:
+    idx = expand_index(keep, factor)
+    changes = [tensor_change(m, name, 1, keep=idx) for name in _rnn_names(m)]
+    return [*changes, Change.attr(m, "input_size", len(idx))]
+
+
+register(
+    LayerOps(
+        kind=nn.RNNBase,
+        role=Role.CONSUMER,
+        channel_dim=-1,
+        in_width=lambda m: m.input_size,
+        grow_in=_rnn_grow_in,
+        keep_in=_rnn_keep_in,
+        fan_out_shape=lambda m, k, f: (
+            len(_rnn_names(m)) * m.weight_ih_l0.shape[0],
+            k * f,
+        ),
+    )
+)
