@@ -332,3 +332,31 @@ def test_growth_step_keeps_modes_flags_and_module_hooks():
     n = len(calls)
     model(x)
     assert len(calls) == n + 1
+
+
+class _Branchy(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it, a recorded forward does not care."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 6)
+        self.fc2 = nn.Linear(6, 2)
+
+    def forward(self, x, *, scale: float = 1.0):
+        h = torch.tanh(self.fc1(x))
+        if x.mean() > 0:  # a Python branch on a tensor value
+            h = h * 2
+        return {"out": self.fc2(h * scale)}
+
+
+def test_control_flow_keywords_and_dict_outputs_do_not_matter():
+    model = _Branchy()
+    x = torch.randn(3, 4)
+    with pytest.raises(GraphError, match="fx could not trace"):
+        find_unit(model, "fc1")
+    set_example(model, x, scale=0.5)
+    unit = find_unit(model, "fc1")
+    assert unit.consumers[0].name == "fc2"
+    y0 = model(x, scale=0.5)["out"]
+    widen(model, "fc1", 3, fan_out=torch.randn(2, 3))
+    assert (model(x, scale=0.5)["out"] - y0).abs().max() < 1e-6
