@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from torchgrow.errors import GraphError
 from torchgrow.graph import analyse, find_unit, growable_units, set_example
 from torchgrow.ops import check_consistent, shrink, widen
 from torchgrow.ops.registry import lookup
@@ -132,3 +133,44 @@ def test_gpt2_heads_are_refused_and_the_tied_lm_head_grows_with_the_embedding():
     check_consistent(model, opt)
     model(ids).logits.square().mean().backward()
     opt.step()
+
+
+def test_vit_patch_embedding_stream_grows_with_cls_token_and_position_embeddings():
+    torch.manual_seed(0)
+    cfg = T.ViTConfig(
+        image_size=8,
+        patch_size=4,
+        num_channels=1,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        num_labels=3,
+    )
+    model = T.ViTForImageClassification(cfg).eval()
+    x = torch.rand(2, 1, 8, 8)
+    units = {u.name: u for u in growable_units(model, x)}
+    stream = units["vit.embeddings.patch_embeddings.projection"]
+    grown = {name for name, _, _ in stream.tensors}
+    assert {"vit.embeddings.cls_token", "vit.embeddings.position_embeddings"} <= grown
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        widen(model, stream.name, 4)
+    assert model.vit.embeddings.cls_token.shape == (1, 1, 20)
+    assert model.vit.embeddings.position_embeddings.shape == (1, 5, 20)
+    for i in range(2):  # the FFNs still grow exactly
+        ffn = f"vit.layers.{i}.mlp.fc1"
+        assert ffn in units
+        y0 = model(x).logits
+        widen(model, ffn, 3)
+        assert (model(x).logits - y0).abs().max() < 1e-5
+
+
+def test_llama_residual_stream_is_refused_because_rmsnorm_averages_over_it():
+    model, _ = llama()
+    ids = torch.randint(0, VOCAB, (2, 6))
+    set_example(model, ids)
+    with pytest.raises(GraphError, match="mean over a dimension carrying channels"):
+        find_unit(model, "model.layers.0.mlp.down_proj")
+    with pytest.raises(GraphError, match="heads"):
+        find_unit(model, "model.layers.0.self_attn.q_proj")
