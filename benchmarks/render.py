@@ -11,13 +11,15 @@ A Markdown file quotes a result between two markers::
 with numbers in it). ``python -m benchmarks.render`` rewrites every quote from
 the results; ``--check`` only reports the quotes that differ (the test suite
 runs it, so a table cannot drift from its result), and ``--fresh`` also lists
-the results made before the last change to the code under ``src/`` or
-``benchmarks/`` (the ones to re-run).
+the results made before the last change to the code they depend on (``src/``,
+the environment's pins, the benchmark's own script and the ``benchmarks``
+modules it imports): the ones to re-run.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import subprocess
@@ -73,8 +75,39 @@ def render(check: bool = False) -> list[str]:
     return problems
 
 
+def dependencies(name: str) -> list[str]:
+    """The paths a result depends on: the library, the environment's pins and the benchmark's
+    own script with the ``benchmarks`` modules it imports (transitively).
+
+    A change to another benchmark's script, to the renderer or to the tests leaves it fresh.
+    """
+    seen: set[str] = set()
+    todo = [name, "common"]
+    while todo:
+        mod = todo.pop()
+        path = ROOT / "benchmarks" / f"{mod}.py"
+        if mod in seen or not path.exists():
+            continue
+        seen.add(mod)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "benchmarks":
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benchmarks."):
+                todo.append(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                todo += [
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("benchmarks.")
+                ]
+    return [
+        "src",
+        "pyproject.toml",
+        "constraints.txt",
+        *(f"benchmarks/{m}.py" for m in sorted(seen)),
+    ]
+
+
 def stale() -> list[str]:
-    """Results made before the last commit that changed ``src/`` or ``benchmarks/`` code."""
+    """Results made before the last commit that changed the code they depend on."""
     out = []
     for path in sorted(RESULTS.glob("*.json")):
         meta = json.loads(path.read_text()).get("meta", {})
@@ -83,13 +116,13 @@ def stale() -> list[str]:
             out.append(f"{path.name}: no commit stamp")
             continue
         changed = subprocess.run(
-            ["git", "diff", "--name-only", commit, "HEAD", "--", "src", "benchmarks",
-             ":(exclude)benchmarks/results"],
+            ["git", "diff", "--name-only", commit, "HEAD", "--", *dependencies(path.stem)],
             cwd=ROOT, capture_output=True, text=True, check=False,
         ).stdout.split()  # fmt: skip
         if changed or meta.get("dirty"):
             out.append(
-                f"{path.name}: made at {commit[:10]}; since then {len(changed)} files changed"
+                f"{path.name}: made at {commit[:10]}; since then {len(changed)} of the files it"
+                f" depends on changed ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
             )
     return out
 

@@ -50,3 +50,12 @@ def test_readme_and_docs_quote_the_results_as_they_were_made():
 def test_every_quote_names_a_benchmark():
     names = {m["name"] for d in render.documents() for m in render.MARKER.finditer(d.read_text())}
     assert names and names <= set(BENCHMARKS)
+
+
+def test_a_result_depends_on_the_library_and_the_benchmark_modules_it_imports():
+    deps = render.dependencies("nest_study")
+    assert {"src", "constraints.txt", "benchmarks/common.py"} <= set(deps)
+    assert {"benchmarks/nest_study.py", "benchmarks/nest_lenet.py"} <= set(deps)
+    # another benchmark's script, the renderer and the tests are not what it measured
+    assert not {"benchmarks/overhead.py", "benchmarks/render.py", "tests"} & set(deps)
+    assert "benchmarks/graph_zoo.py" in render.dependencies("graph_coverage")
