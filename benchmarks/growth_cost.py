@@ -6,8 +6,10 @@
    batch 128. Then whole epochs of the grown model and of the same
    architecture built directly (trained one epoch first, so that its momentum
    is populated) alternate, and the ratio of their CPU times is reported, in
-   ``torchgrow.train.fit`` and in a plain training loop; the share of momentum
-   entries that are subnormal floats says why they differ.
+   ``torchgrow.train.fit`` and in the README's own training loop (which calls
+   ``grower.step`` after each optimizer step; the built model's loop has no
+   grower); the share of momentum entries that are subnormal floats at the end
+   of the job says why they differ.
 2. **A growth event near its floor.** One GradMax event (the method's
    defaults) on each model, against its floor: one forward+backward on the
    growth batch plus the thin SVD, in float32, of the matrix of each grown
@@ -150,7 +152,9 @@ def subnormal_share(opt: torch.optim.Optimizer) -> tuple[int, int]:
     return sub, tot
 
 
-def grown_lenet(ds: tg_data.Dataset, epochs: int) -> tuple[nn.Module, torch.optim.SGD, dict]:
+def grown_lenet(
+    ds: tg_data.Dataset, epochs: int
+) -> tuple[nn.Module, torch.optim.SGD, Grower, dict]:
     """The GradMax job: LeNet-300-100 grown from 0.25x to 1x in 12 events over ``epochs``."""
     torch.manual_seed(0)
     model = models.lenet_300_100(width_mult=0.25, activation="relu1")
@@ -170,40 +174,44 @@ def grown_lenet(ds: tg_data.Dataset, epochs: int) -> tuple[nn.Module, torch.opti
         "train_s": time.perf_counter() - t0,
         "test_accuracy": hist.last["val_accuracy"],  # fit evaluates on the test split
     }
-    return model, opt, info
+    return model, opt, grower, info
 
 
 def run_speed(quick: bool) -> dict[str, Any]:
     ds = fashion(2560 if quick else None)
     epochs, rounds = (2, 2) if quick else (8, 5)
-    grown, g_opt, info = grown_lenet(ds, epochs)
+    grown, g_opt, grower, info = grown_lenet(ds, epochs)
     torch.manual_seed(1)
     built = models.lenet_300_100(activation="relu1")
     b_opt = sgd(built)
     loader = DataLoader(TensorDataset(ds.x_train, ds.y_train), batch_size=BATCH, shuffle=True,
                         generator=torch.Generator().manual_seed(0))  # fmt: skip
 
-    def loop(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
+    def loop(model: nn.Module, opt: torch.optim.Optimizer, grower: Grower | None = None):
+        """The README's own training loop (``grower.step`` after each optimizer step)."""
+
         def epoch() -> None:
             for x, y in loader:
                 train_step(model, opt, x, y)()
+                if grower is not None:
+                    grower.step((x, y))
 
         return epoch
 
-    def in_fit(model: nn.Module, opt: torch.optim.Optimizer) -> Callable[[], None]:
-        return lambda: fit(model, opt, (loader, None), epochs=1, progress=False)
+    def in_fit(model: nn.Module, opt: torch.optim.Optimizer, grower: Grower | None = None):
+        return lambda: fit(model, opt, (loader, None), epochs=1, grower=grower, progress=False)
 
     loop(built, b_opt)()  # the built model's momentum is populated like the grown one's
     sub, tot = subnormal_share(g_opt)
     rows = []
     for name, make in (("train.fit", in_fit), ("own loop", loop)):
-        t = alternate({"grown": make(grown, g_opt), "built": make(built, b_opt)}, rounds,
+        t = alternate({"grown": make(grown, g_opt, grower), "built": make(built, b_opt)}, rounds,
                       clock=time.process_time)  # fmt: skip
         rows.append({"training": name, "grown epoch (s)": t["grown"],
                      "built epoch (s)": t["built"], "ratio": t["grown"] / t["built"]})  # fmt: skip
     flush = torch.set_flush_denormal(True)
     try:
-        t = alternate({"grown": loop(grown, g_opt), "built": loop(built, b_opt)}, rounds,
+        t = alternate({"grown": loop(grown, g_opt, grower), "built": loop(built, b_opt)}, rounds,
                       clock=time.process_time)  # fmt: skip
     finally:
         torch.set_flush_denormal(False)
