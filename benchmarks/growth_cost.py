@@ -243,7 +243,9 @@ EVENT_MODELS: dict[str, tuple[Callable[[], nn.Module], list[str] | None, bool]] 
     "LeNet-5 conv1 (pool between)": (lambda: models.lenet5(activation="relu1"), ["conv1"], False),
     "CifarResNet 3-3-3": (
         lambda: models.cifar_resnet((3, 3, 3), in_channels=1, activation="relu1"), None, False),
-    "vgg_small": (lambda: models.vgg_small(activation="relu1"), None, False),
+    # as benchmarks/gradmax_images.py grows it (the paper's configs use no normalisation)
+    "vgg_small (no BN)": (
+        lambda: models.vgg_small(batchnorm=False, activation="relu1"), None, False),
 }  # fmt: skip
 
 
