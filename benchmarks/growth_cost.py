@@ -260,12 +260,12 @@ def pair_shape(model: nn.Module, unit) -> tuple[int, int]:  # noqa: ANN001
     return rows, cols
 
 
-def event_row(name: str, rounds: int) -> dict[str, Any]:
+def event_row(name: str, rounds: int, batch: int = BATCH) -> dict[str, Any]:
     build, layers, flat = EVENT_MODELS[name]
     torch.manual_seed(0)
     template = build().train()
-    ds = fashion(BATCH)
-    x, y = ds.x_train[:BATCH], ds.y_train[:BATCH]
+    ds = fashion(batch)
+    x, y = ds.x_train[:batch], ds.y_train[:batch]
     x = x.flatten(1) if flat else x
 
     def event(measure: bool) -> Callable[[], Any]:
@@ -443,7 +443,7 @@ def compare_wall(quick: bool) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "torchgrow", "compare", "--methods", "static,gradmax",
                "--data", "digits", "--seeds", "1", "--out", tmp]  # fmt: skip
         if quick:
-            cmd += ["--budget", "3"]
+            cmd += ["--budget", "3", "--train-size", "300", "--test-size", "100"]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
         wall = time.perf_counter() - t0
@@ -501,7 +501,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     speed = run_speed(args.quick)
-    events = [event_row(n, 2 if args.quick else 5) for n in EVENT_MODELS]
+    if args.quick:  # the three small models, a small batch
+        events = [event_row(n, 1, batch=32) for n in list(EVENT_MODELS)[:3]]
+    else:
+        events = [event_row(n, 5) for n in EVENT_MODELS]
     scaling = run_scaling(args.quick)
     masks = run_masks(args.quick)
     results = {
