@@ -474,7 +474,7 @@ def tables(res: dict[str, Any], before: dict[str, Any] | None) -> dict[str, str]
         "speed": markdown_table(with_before(sp["rows"], "speed_rows", "training", "ratio")),
         "speed_note": (
             f"{sub:,} of {tot:,} momentum entries ({100 * sub / max(tot, 1):.0f} %) "
-            f"are subnormal floats after the job"
+            f"are subnormal floats"
         ),  # fmt: skip
         "events": markdown_table(with_before(res["events"], "events", "model", "event / floor")),
         "width": markdown_table(with_before(res["width"], "width", "width", "event / step")),
