@@ -18,6 +18,7 @@ BENCHMARKS = [
     "ddp_growth",
     "compare_fashion_mnist",
     "graph_coverage",
+    "growth_cost",
 ]
 
 
