@@ -91,14 +91,43 @@ def test_dense_fan_out_is_the_top_left_singular_vector_of_m():
     assert np.allclose(np.abs(new), np.abs(u[:, 0]) * r, atol=1e-6)
     assert abs(np.abs(new @ u[:, 0]) - r) < 1e-6  # same direction up to sign
     assert ev.info["sigma_1"] == pytest.approx(s[0], rel=1e-6)
-    # the gradient of the new fan-in right after growth is r * sigma_1 ...
+    # the gradient of the new fan-in right after growth is r * sigma_1 (autograd's, too) ...
     assert ev.grad_norm_fan_in == pytest.approx(r * s[0], rel=1e-5)
+    oracle = fan_in_gradient(before, "fc1", "fc2", torch.from_numpy(new).float(), x, y)
+    assert float(oracle.norm()) == pytest.approx(r * s[0], rel=1e-5)
     # ... and larger than with any random fan-out of the same norm
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
         v = torch.randn(3, generator=gen)
         v = v / v.norm() * r
         assert fan_in_gradient(before, "fc1", "fc2", v, x, y).norm() <= ev.grad_norm_fan_in + 1e-6
+
+
+@pytest.mark.parametrize("k", [3, 12, 40])
+def test_a_wide_matrix_is_solved_through_its_thin_factors_as_by_the_full_svd(k):
+    """n = 8 rows, dimensions 30 and 50: M = G^T H has rank 8. The thin route gives the
+    same singular values and (up to sign) the same directions as the SVD of M; past the
+    rank it completes them orthonormally, orthogonal to M's column space."""
+    gen = torch.Generator().manual_seed(0)
+    g, h = torch.randn(8, 30, generator=gen), torch.randn(8, 50, generator=gen)
+    m = g.double().T @ h.double()
+    u, s, _ = torch.linalg.svd(m)
+    how = GradMax()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rows, sv = how._dense_directions(h, g, k, "fc")
+    assert bool(any(issubclass(w.category, GradMaxRankWarning) for w in caught)) == (k > 8)
+    top = min(k, 8)
+    assert torch.allclose(sv[:top], s[:top], rtol=1e-10)
+    assert torch.allclose((rows[:top] @ u[:, :top]).abs(), torch.eye(top, dtype=torch.float64),
+                          atol=1e-10)  # fmt: skip
+    if k > 8:
+        ortho = rows[: min(k, 30)]
+        eye = torch.eye(ortho.shape[0], dtype=torch.float64)
+        assert torch.allclose(ortho @ ortho.T, eye, atol=1e-10)
+        assert float((rows[8 : min(k, 30)] @ m).abs().max()) < 1e-10  # zero gradient
+        assert torch.allclose(rows.norm(dim=1), torch.ones(k, dtype=torch.float64))
+        assert sv[8:].abs().max() < 1e-10
 
 
 @pytest.mark.parametrize(

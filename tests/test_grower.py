@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 
 import pytest
@@ -213,3 +214,96 @@ def test_all_at_once_on_a_resnet_with_residual_groups():
     assert max(e.max_abs_delta for e in events) <= 1e-6
     assert (model(x) - y0).abs().max() <= 1e-6
     check_consistent(model, opt)
+
+
+def _one_step(model, how, measure, x, y):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    grower = Grower(model, opt, when=Every(1, times=1), how=how, size=Units(2), measure=measure)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # GELU's and ReLU's notices are not what is tested here
+        return grower.step((x, y))
+
+
+def _conv_pair(bn: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(2, 4, 3, padding=1)]
+    layers += [nn.BatchNorm2d(4).eval()] if bn else []
+    layers += [ReLU1(), nn.Conv2d(4, 3, 3, stride=2), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize(
+    "build,shape,exact",
+    [
+        (small_mlp, (8,), True),  # ReLU1 between dense pairs: the closed form is the gradient
+        (lambda: small_mlp(nn.GELU), (8,), False),  # GELU'(0) = 1/2: measured instead
+        (_conv_pair, (2, 7, 7), True),
+        (lambda: _conv_pair(bn=True), (2, 7, 7), False),  # a BatchNorm between: measured
+    ],
+)
+def test_gradmax_gradient_norms_are_exact_without_the_measuring_backward(build, shape, exact):
+    from torchgrow.how import GradMax
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, *shape, generator=g)
+    y = torch.randn_like(build()(x)).detach()
+    cheap = _one_step(build(), GradMax(), True, x, y)
+    full = _one_step(build(), GradMax(), "full", x, y)
+    assert len(cheap) == len(full) > 0
+    for a, b in zip(cheap, full, strict=True):
+        assert ("grad_norm_fan_in" in a.info) == exact
+        assert b.grad_norm_fan_in > 0
+        assert a.grad_norm_fan_in == pytest.approx(b.grad_norm_fan_in, rel=1e-4)
+        assert a.grad_norm_fan_out == pytest.approx(b.grad_norm_fan_out, abs=1e-6)
+        assert a.max_abs_delta <= 1e-6 and b.max_abs_delta <= 1e-6  # zero fan-in preserves
+
+
+def test_output_change_is_read_on_the_first_rows_of_the_growth_batch():
+    """A growth that changes the function: the change reported is the largest over the first
+    rows (the forward that verifies the step computes it); "full" reads it on the whole batch."""
+    from torchgrow.grower import EXAMPLE_ROWS
+
+    x, y = data()
+
+    def how():
+        return Random(scale=1.0, zero_side=None, seed=0)
+
+    cheap = _one_step(small_mlp(), how(), True, x, y)[0]
+    full = _one_step(small_mlp(), how(), "full", x, y)[0]
+    grown = small_mlp()
+    _one_step(grown, how(), False, x, y)
+    with torch.no_grad():
+        moved = (grown(x) - small_mlp()(x)).abs().amax(dim=1)
+    assert cheap.max_abs_delta == pytest.approx(float(moved[:EXAMPLE_ROWS].max()), rel=1e-5)
+    assert full.max_abs_delta == pytest.approx(float(moved.max()), rel=1e-5)
+    assert 0 < cheap.max_abs_delta <= full.max_abs_delta
+
+
+def test_measure_is_validated():
+    with pytest.raises(GrowthInputError, match="measure"):
+        Grower(small_mlp(), None, when=Every(1), measure="fast")
+
+
+def _pooled_pair(bn: bool = False) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(2, 4, 3, padding=1)]
+    layers += [nn.BatchNorm2d(4)] if bn else []  # training mode: batch statistics
+    layers += [ReLU1(), nn.MaxPool2d(2), nn.Conv2d(4, 3, 3), nn.Flatten()]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_iterative_gradmax_reports_the_gradient_norm_it_computed(bn):
+    """Through a max pool (and a training-mode BatchNorm) the solver's Ritz values are the
+    real gradient norms of its directions: they match the measuring backward."""
+    from torchgrow.how import GradMax
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 2, 8, 8, generator=g)
+    y = torch.randn_like(_pooled_pair(bn)(x)).detach()
+    (cheap,) = _one_step(_pooled_pair(bn), GradMax(), True, x, y)
+    (full,) = _one_step(_pooled_pair(bn), GradMax(), "full", x, y)
+    assert cheap.info["solver"] == "iterative" and "grad_norm_fan_in" in cheap.info
+    assert cheap.info["iterations"] <= 8
+    assert cheap.grad_norm_fan_in == pytest.approx(full.grad_norm_fan_in, rel=1e-4)
+    assert full.grad_norm_fan_out == pytest.approx(0.0, abs=1e-6) == cheap.grad_norm_fan_out

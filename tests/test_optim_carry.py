@@ -29,6 +29,7 @@ from torchgrow.ops import (
     insert_after,
     mask_of,
     prune_connections,
+    remove_mask,
     shrink,
     weight_parameter,
     widen,
@@ -609,8 +610,26 @@ def masked_model(density: float = 0.3) -> nn.Sequential:
         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-2),
         lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-2),
         lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2),
+        lambda p: torch.optim.Adam(p, lr=1e-2, amsgrad=True, weight_decay=1e-2),
+        lambda p: torch.optim.RMSprop(p, lr=1e-2, momentum=0.9, weight_decay=1e-2),
+        lambda p: torch.optim.Adagrad(p, lr=0.1, weight_decay=1e-2, initial_accumulator_value=0.1),
+        lambda p: torch.optim.Adamax(p, lr=1e-2, weight_decay=1e-2),
+        lambda p: torch.optim.NAdam(p, lr=1e-2, weight_decay=1e-2),
+        lambda p: torch.optim.RAdam(p, lr=1e-2, weight_decay=1e-2),
     ],
-    ids=["sgd_momentum_wd", "adam_wd", "adamw"],
+    ids=[
+        "sgd_momentum_wd",
+        "adam_wd",
+        "adamw",
+        "sgd_nesterov",
+        "adam_amsgrad",
+        "rmsprop",
+        "adagrad",
+        "adamax",
+        "nadam",
+        "radam",
+    ],  # fmt: skip
 )
 def test_dormant_weights_stay_exactly_zero(make):
     model = masked_model()
@@ -628,6 +647,28 @@ def test_dormant_weights_stay_exactly_zero(make):
     assert torch.all(raw.detach()[dormant] == 0)
     assert torch.all(model.fc1.weight.detach()[dormant] == 0)
     assert not torch.equal(raw.detach()[~dormant], w0[~dormant])  # the active ones train
+
+
+def test_the_mask_follows_the_weight_through_edits_and_copies():
+    """The forward reads the weight itself; its gradient is masked, on the Parameter a widen
+    swapped in and on a deep copy's as well."""
+    model = masked_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    assert model.fc1.weight is weight_parameter(model.fc1)  # no recomputed weight * mask
+    widen(model, "fc1", 2, optimizer=opt)  # a new Parameter, the mask grown (new ones active)
+    twin = copy.deepcopy(model)
+    x = torch.randn(16, 4)
+    for m in (model, twin):
+        mask = mask_of(m.fc1)
+        assert mask.shape == (12, 4) and torch.all(mask[10:] == 1)
+        m(x).pow(2).sum().backward()
+        g = m.fc1.weight.grad
+        assert torch.all(g[mask == 0] == 0) and g[mask != 0].abs().sum() > 0
+    remove_mask(twin.fc1)
+    twin.zero_grad()
+    twin(x).pow(2).sum().backward()
+    assert bool((twin.fc1.weight.grad[mask_of(model.fc1) == 0] != 0).any())  # plain again
+    assert mask_of(model.fc1) is not None  # the original keeps its mask
 
 
 def test_apply_mask_zeroes_existing_optimizer_state():

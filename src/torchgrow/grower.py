@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
-from .errors import GrowthInputError
+from .errors import GrowthInputError, require_int
 from .graph import GrowableUnit, Wiring, analyse, example_of, growable_units, set_example
 from .how import How, Init, Zero
 from .modes import eval_mode
 from .ops.batch import edit_batch
 from .ops.masks import weight_parameter
+from .ops.optim_state import flush_subnormal_state
 from .ops.placement import new_columns
 from .ops.registry import lookup
 from .ops.units import shrink, widen
@@ -59,8 +60,9 @@ class GrowthEvent:
     params_before, params_after : int
         Parameters of the whole model before and after.
     max_abs_delta : float
-        Max |output after - output before| on the growth batch, eval mode
-        (NaN when not measured).
+        Max |output after - output before| in eval mode, over all the units
+        grown at this step: on the first rows of the growth batch, or on all
+        of it with ``Grower(measure="full")`` (NaN when not measured).
     grad_norm_fan_in, grad_norm_fan_out : float
         L2 norm of the loss gradient w.r.t. the new fan-in / fan-out weights
         right after growth, on the growth batch (NaN when not measured).
@@ -177,11 +179,22 @@ class Grower:
         Units per grown unit per step (default ``Units(1)``).
     loss_fn : callable, optional
         Default loss for statistics (default: cross-entropy for class labels, MSE otherwise).
-    measure : bool
-        Measure max |Δ output| and the new weights' gradient norms on the growth
-        batch (two extra forward passes and one backward per growth step).
+    measure : bool or "full"
+        What each :class:`GrowthEvent` reports. ``True``: max |Δ output| on the
+        first ``EXAMPLE_ROWS`` rows of the growth batch (read off the forward
+        that verifies the step), and the new weights' gradient norms from the
+        initialiser where it knows them exactly (GradMax's closed form between
+        activations of slope 1 at 0), else from one forward+backward on the
+        growth batch. ``"full"``: both on the whole growth batch (two eval
+        forwards and a forward+backward). ``False``: neither.
     unknown_optimizer : {"raise", "reset"}
         See :func:`torchgrow.ops.widen`.
+    flush_subnormals_every : int or None
+        Every this many steps, :meth:`step` sets the optimizer's subnormal
+        state entries to 0 (:func:`torchgrow.ops.flush_subnormal_state`): the
+        momentum of grown units that died decays into subnormal floats, which
+        make every later optimizer step several times slower on CPUs. ``None``
+        turns it off.
     """
 
     def __init__(
@@ -194,8 +207,9 @@ class Grower:
         how: How | None = None,
         size: Size | None = None,
         loss_fn: LossFn | None = None,
-        measure: bool = True,
+        measure: bool | str = True,
         unknown_optimizer: str = "raise",
+        flush_subnormals_every: int | None = 100,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GrowthInputError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -215,8 +229,15 @@ class Grower:
         self.how = how if how is not None else Zero()
         self.size = size if size is not None else Units(1)
         self.loss_fn = loss_fn or default_loss
+        if measure not in (True, False, "full"):
+            raise GrowthInputError(f"measure must be True, False or 'full', got {measure!r}")
         self.measure = measure
         self.unknown_optimizer = unknown_optimizer
+        self.flush_subnormals_every = (
+            None
+            if flush_subnormals_every is None
+            else require_int(flush_subnormals_every, "flush_subnormals_every", 1)
+        )
         self.state = GrowthState()
         self.events: list[GrowthEvent] = []
         self.description: dict[str, str] | None = None  # set by torchgrow.methods
@@ -241,6 +262,9 @@ class Grower:
             Empty unless the model grew.
         """
         self.state.step += 1
+        every = self.flush_subnormals_every
+        if every is not None and self.state.events and self.state.step % every == 0:
+            flush_subnormal_state(self.optimizer)  # dead grown units' momentum (see the parameter)
         try:
             if not self.when.fires(self.state):
                 return []
@@ -352,9 +376,14 @@ class Grower:
         """Widen every selected unit as one batch of edits, and measure what changed."""
         x, _ = split_batch(batch)
         events: list[GrowthEvent] = []
-        y_prev = _forward_eval(self.model, x) if self.measure else None
+        sample = None  # the rows the verifying forward reads the output change on
+        if self.measure is True and isinstance(x, Tensor) and x.dim() > 0:
+            sample = x[:EXAMPLE_ROWS]
+        y_prev = _forward_eval(self.model, x) if self.measure and sample is None else None
         before: dict[str, GrowableUnit] = {}
-        with edit_batch(self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer):
+        with edit_batch(
+            self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer, example=sample
+        ) as eb:
             for u in units:
                 t0 = time.perf_counter()
                 current = wiring.unit_of(u.name)
@@ -391,8 +420,15 @@ class Grower:
                 delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
                 for ev in events:
                     ev.max_abs_delta = delta
-            if self.measure:
+            known = ("grad_norm_fan_in", "grad_norm_fan_out")
+            if self.measure is True and all(all(k in ev.info for k in known) for ev in events):
+                for ev in events:  # exact by construction (the initialiser says so)
+                    ev.grad_norm_fan_in, ev.grad_norm_fan_out = (ev.info[k] for k in known)
+            elif self.measure:
                 self._measure_gradients(events, batch, loss_fn, before)
+        if sample is not None and eb.verifier is not None:
+            for ev in events:
+                ev.max_abs_delta = eb.verifier.max_delta
         return events
 
     def _measure_gradients(

@@ -4,8 +4,8 @@ Growing methods are compared at equal cost, so this module measures the cost
 side (parameters, inference FLOPs, cumulative training FLOPs) and the quality
 side (accuracy, loss) the same way for every method.
 
-Dormant connections, i.e. entries of a weight whose
-:class:`~torchgrow.ops.masks.ConnectionMask` is 0, are neither parameters nor
+Dormant connections, i.e. entries of a weight whose connection mask
+(:func:`torchgrow.ops.apply_mask`) is 0, are neither parameters nor
 FLOPs: a masked layer costs only what its active connections cost.
 
 FLOP convention

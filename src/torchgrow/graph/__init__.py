@@ -28,7 +28,14 @@ from ..modes import eval_mode
 from . import rules
 from .fx_trace import analyse_fx
 from .rules import OpContext, register_op, rule_for
-from .units import DEAD_AT_ZERO, NONZERO_AT_ZERO, Consumer, GrowableUnit, Wiring
+from .units import (
+    DEAD_AT_ZERO,
+    NONZERO_AT_ZERO,
+    UNIT_SLOPE_AT_ZERO,
+    Consumer,
+    GrowableUnit,
+    Wiring,
+)
 
 __all__ = [
     "Consumer",
@@ -45,6 +52,7 @@ __all__ = [
     "OpContext",
     "DEAD_AT_ZERO",
     "NONZERO_AT_ZERO",
+    "UNIT_SLOPE_AT_ZERO",
 ]
 
 _EXAMPLES: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, dict]] = weakref.WeakKeyDictionary()

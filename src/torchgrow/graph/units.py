@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["Consumer", "GrowableUnit", "Wiring", "DEAD_AT_ZERO", "NONZERO_AT_ZERO"]
+__all__ = [
+    "Consumer",
+    "GrowableUnit",
+    "Wiring",
+    "DEAD_AT_ZERO",
+    "NONZERO_AT_ZERO",
+    "UNIT_SLOPE_AT_ZERO",
+]
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,21 @@ class _Spaces:
 
 # activations whose derivative at 0 is 0: new zero-fan-in units behind them never train
 DEAD_AT_ZERO = {"ReLU", "ReLU6", "relu", "relu_", "relu6"}
+# ops with value 0 and derivative exactly 1 at 0: a zero-fan-in unit's gradient passes unchanged
+UNIT_SLOPE_AT_ZERO = {
+    "ReLU1",
+    "relu1",
+    "Tanh",
+    "tanh",
+    "tanh_",
+    "Hardtanh",
+    "hardtanh",
+    "Softsign",
+    "softsign",
+    "Identity",
+    "Flatten",
+    "flatten",
+}
 # activations whose value at 0 is not 0: new zero-fan-in units behind them output f(0) != 0,
 # so a non-zero fan-out changes the function
 NONZERO_AT_ZERO = {

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError, require_int
-from ..graph import GrowableUnit
+from ..graph import NONZERO_AT_ZERO, UNIT_SLOPE_AT_ZERO, GrowableUnit
 from ..stats import Statistics
 from .base import (
     How,
@@ -103,7 +103,7 @@ def _conv_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
 
 
 def conv_pair_matrix(
-    h_prev: Tensor, g_next: Tensor, producer: nn.Conv2d, consumer: nn.Conv2d, budget: int = 2**23
+    h_prev: Tensor, g_next: Tensor, producer: nn.Conv2d, consumer: nn.Conv2d
 ) -> Tensor:
     """GradMax's matrix for a Conv2d -> Conv2d pair, shape ``(m0*k1h*k1w, m2*k2h*k2w)``.
 
@@ -111,16 +111,18 @@ def conv_pair_matrix(
     ``(c0, p)`` and fan-out tap ``(c2, q)`` would give: the sum over the batch
     and the consumer's output positions ``z`` of ``g[c2, z]`` times the input
     value that tap ``p`` of the producer reads at the producer position that
-    tap ``q`` of the consumer reads for ``z``. It is computed exactly with two
-    unfolds (any stride, padding and dilation; the consumer's zero padding of
-    the producer's output included). For stride 1 it equals the rearranged
-    gradient of GradMax's auxiliary ``(k1+k2-1)``-kernel conv.
+    tap ``q`` of the consumer reads for ``z``. That is the weight gradient of
+    the consumer's convolution applied to the producer's unfolded input
+    (``m0*k1h*k1w`` channels, the producer's output positions), so it is
+    computed as one (any stride, padding and dilation; the consumer's zero
+    padding of the producer's output included), in the statistics' precision.
+    For stride 1 it equals the rearranged gradient of GradMax's auxiliary
+    ``(k1+k2-1)``-kernel conv.
     """
-    n, m0 = h_prev.shape[:2]
-    m2 = g_next.shape[1]
+    n = h_prev.shape[0]
     k1 = producer.kernel_size
     u1 = F.unfold(
-        h_prev.double(),
+        h_prev,
         k1,
         dilation=producer.dilation,
         padding=_conv_padding(producer),
@@ -132,30 +134,23 @@ def conv_pair_matrix(
         + 1
         for i in range(2)
     ]
-    c1 = u1.shape[1]
+    c1, m2 = u1.shape[1], g_next.shape[1]
     u1 = u1.view(n, c1, h1[0], h1[1])
-    k2 = consumer.kernel_size
-    q = k2[0] * k2[1]
-    g = g_next.double().reshape(n, m2, -1)
-    per_example = c1 * q * g.shape[2]
-    chunk = max(1, budget // max(per_example, 1))
-    out = torch.zeros(c1, q, m2, dtype=torch.float64)
-    for s in range(0, n, chunk):
-        u2 = F.unfold(
-            u1[s : s + chunk],
-            k2,
-            dilation=consumer.dilation,
-            padding=_conv_padding(consumer),
+    try:
+        w = torch.nn.grad.conv2d_weight(
+            u1,
+            (m2, c1, *consumer.kernel_size),
+            g_next.to(u1.dtype),
             stride=consumer.stride,
+            padding=_conv_padding(consumer),
+            dilation=consumer.dilation,
         )
-        b = u2.shape[0]
-        if u2.shape[2] != g.shape[2]:
-            raise GrowthInputError(
-                "conv pair: the consumer's output positions do not match its gradient "
-                f"({u2.shape[2]} vs {g.shape[2]})"
-            )
-        out += torch.einsum("bcql,bml->cqm", u2.view(b, c1, q, -1), g[s : s + chunk])
-    return out.permute(0, 2, 1).reshape(c1, m2 * q)
+    except RuntimeError as exc:
+        raise GrowthInputError(
+            f"conv pair: the consumer's gradient {tuple(g_next.shape)} does not fit its "
+            f"convolution of the producer's output ({exc})"
+        ) from exc
+    return w.permute(1, 0, 2, 3).reshape(c1, -1)
 
 
 class GradMax(How):
@@ -202,8 +197,12 @@ class GradMax(How):
     mixed : {"random", "iterative"}
         What to do with a producer/consumer pair of different kinds.
     iterations : int
-        Subspace-iteration passes for the cases without a closed form (each
-        is one double backward through the network up to the consumers).
+        At most this many subspace-iteration passes for the cases without a
+        closed form (each is one double backward through the network up to
+        the consumers).
+    tol : float
+        The iteration stops once no estimate of the top-``k`` singular values
+        moved by more than ``tol`` (relative) in a pass; 0 runs every pass.
     oversample : int
         Extra columns in the iterated block (randomised-SVD practice: the top
         ``k`` converge much faster).
@@ -220,6 +219,7 @@ class GradMax(How):
         scale_method: str = "mean_norm",
         mixed: str = "random",
         iterations: int = 8,
+        tol: float = 1e-5,
         oversample: int = 5,
         seed: int = 0,
     ) -> None:
@@ -236,6 +236,9 @@ class GradMax(How):
         self.mixed = mixed
         self.iterations = require_int(iterations, "GradMax(iterations)", 1)
         self.oversample = require_int(oversample, "GradMax(oversample)", 0)
+        if not (isinstance(tol, (int, float)) and tol >= 0):
+            raise GrowthInputError(f"GradMax(tol) must be >= 0, got {tol!r}")
+        self.tol = float(tol)
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self._fallback = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
@@ -273,15 +276,52 @@ class GradMax(How):
         return "dense"
 
     def _directions(self, mat: Tensor, k: int, unit_name: str, left: bool) -> tuple[Tensor, Tensor]:
-        """Top-k singular directions (rows, unit norm) and the singular values."""
-        u, s, vh = torch.linalg.svd(mat, full_matrices=k > min(mat.shape))
+        """Top-k singular directions of ``mat`` (rows, unit norm) and the singular values."""
+        mat = mat.double()
+        rows, cols = mat.shape if left else mat.shape[::-1]  # the used side has `rows` rows
+        # past min(shape) the further directions need the complete factor of the used side
+        u, s, vh = torch.linalg.svd(mat, full_matrices=k > min(mat.shape) and rows > cols)
         basis = u.T if left else vh  # rows are directions in the fan-out space
-        d = basis.shape[0]
-        tol = (
-            (s.max() if s.numel() else torch.tensor(0.0))
-            * max(mat.shape)
-            * torch.finfo(mat.dtype).eps
-        )
+        return self._take(basis, s, k, unit_name, max(mat.shape))
+
+    def _dense_directions(
+        self, h_prev: Tensor, g_next: Tensor, k: int, unit_name: str
+    ) -> tuple[Tensor, Tensor]:
+        """The left singular directions of ``M = G^T H`` without forming ``M`` when it is wide.
+
+        ``M`` has rank at most the number of rows ``n`` of ``G`` and ``H``; when
+        ``n`` is below both of its dimensions, the QR factorisations
+        ``G^T = Q1 R1`` and ``H^T = Q2 R2`` give ``M = Q1 (R1 R2^T) Q2^T``, and the
+        SVD of the ``n x n`` core gives the same singular values and directions
+        (``Q1 U``) at ``O(n^2 d)`` cost instead of ``O(d^3)``. Directions past
+        ``n`` are the next columns of the complete ``Q`` of ``G^T`` (orthonormal,
+        orthogonal to ``M``'s range: zero gradient, as the full SVD's further
+        vectors), at ``O(n d)`` per direction.
+        """
+        g = g_next.reshape(-1, g_next.shape[-1]).double()
+        h = h_prev.reshape(-1, h_prev.shape[-1]).double()
+        n, d_out, d_in = g.shape[0], g.shape[1], h.shape[1]
+        if n >= min(d_out, d_in):
+            return self._directions(g.T @ h, k, unit_name, left=True)
+        a, tau = torch.geqrf(g.T)  # G^T = Q1 R1, Q1 held as Householder reflectors
+        q1, r1 = torch.linalg.householder_product(a, tau), a[:n].triu()
+        r2 = torch.linalg.qr(h.T, mode="r")[1]
+        uc, s, _ = torch.linalg.svd(r1 @ r2.T)
+        basis = (q1 @ uc).T
+        if k > n:  # the next columns of the complete Q: orthonormal, orthogonal to M's range
+            m = min(k, d_out) - n
+            pick = torch.zeros(d_out, m, dtype=a.dtype)
+            pick[n + torch.arange(m), torch.arange(m)] = 1
+            basis = torch.cat([basis, torch.ormqr(a, tau, pick).T])
+        return self._take(basis, s, k, unit_name, max(d_out, d_in))
+
+    def _take(
+        self, basis: Tensor, s: Tensor, k: int, unit_name: str, big: int
+    ) -> tuple[Tensor, Tensor]:
+        """The first ``k`` rows of ``basis`` (random unit rows past its end), signs fixed, and
+        the singular values; warns when ``k`` exceeds the numerical rank."""
+        d = basis.shape[1]
+        tol = (s.max() if s.numel() else torch.tensor(0.0)) * big * torch.finfo(s.dtype).eps
         rank = int((s > tol).sum())
         if k > rank:
             warnings.warn(
@@ -293,11 +333,11 @@ class GradMax(How):
                     else f"orthonormal up to {d}, then random unit vectors"
                 ),
                 GradMaxRankWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
-        take = basis[: min(k, d)]
-        if k > d:
-            extra = torch.randn(k - d, d, generator=self.generator, dtype=take.dtype)
+        take = basis[: min(k, basis.shape[0])]
+        if k > take.shape[0]:
+            extra = torch.randn(k - take.shape[0], d, generator=self.generator, dtype=take.dtype)
             take = torch.cat([take, _normalise_rows(extra)], 0)
         sv = torch.zeros(k, dtype=torch.float64)
         sv[: min(k, s.numel())] = s[: min(k, s.numel())]
@@ -305,7 +345,9 @@ class GradMax(How):
 
     def _iterate(
         self, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
-    ) -> tuple[dict[str, Tensor], Tensor]:
+    ) -> tuple[dict[str, Tensor], Tensor, int]:
+        """Subspace iteration on ``v -> A(v)``; returns the directions per consumer, their
+        singular values and the number of iterations run."""
         from ..trial import TrialGrowth
 
         modules = dict(model.named_modules())
@@ -328,16 +370,23 @@ class GradMax(How):
             )
             return list(g.values())
 
+        prev: Tensor | None = None
         with torch.enable_grad():
-            for _ in range(self.iterations):
+            for done in range(self.iterations + 1):
                 vt = v.T.detach().clone().requires_grad_()
-                gs = gradients(vt, create_graph=True)
+                last = done == self.iterations
+                gs = gradients(vt, create_graph=not last)
+                b = torch.cat([g.detach().reshape(block, -1) for g in gs], 1).double()  # A(v_j)
+                ritz = torch.linalg.svdvals(b)[:kk]  # the block's estimates of the top k
+                if last or (
+                    prev is not None and bool(((ritz - prev).abs() <= self.tol * ritz).all())
+                ):
+                    break
+                prev = ritz
                 (ata_v,) = torch.autograd.grad(gs, vt, grad_outputs=[g.detach() for g in gs])
                 if not torch.isfinite(ata_v).all():
                     raise GrowthInputError(f"GradMax on {unit.name!r}: non-finite gradients")
                 v = torch.linalg.qr(ata_v.T.double())[0].float()
-            gs = gradients(v.T.detach(), create_graph=False)
-        b = torch.cat([g.reshape(block, -1) for g in gs], 1).double()  # rows: A(v_j)
         p, s, qh = torch.linalg.svd(b.T, full_matrices=False)  # A V = P S Q^T
         rows = (v.double() @ qh.T).T[:kk]  # Rayleigh-Ritz: directions sorted by singular value
         s = s[:kk]
@@ -347,7 +396,7 @@ class GradMax(How):
         rows = fix_signs(_normalise_rows(rows))
         sv = torch.zeros(k, dtype=torch.float64)
         sv[:kk] = s
-        return dict(zip(names, rows.split(dims, dim=1), strict=True)), sv
+        return dict(zip(names, rows.split(dims, dim=1), strict=True)), sv, done
 
     def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
         if stats is None:
@@ -373,22 +422,50 @@ class GradMax(How):
             p, c = unit.producers[0], unit.consumers[0].name
             h, g = stats.producer_inputs[p], stats.consumer_grads[c]
             if kind == "dense":
-                rows, sv = self._directions(dense_pair_matrix(h, g), k, unit.name, left=True)
+                rows, sv = self._dense_directions(h, g, k, unit.name)
             else:
                 mat = conv_pair_matrix(h, g, modules[p], modules[c])
                 rows, sv = self._directions(mat, k, unit.name, left=False)
             parts = {c: rows}
             solver = "svd"
         else:
-            parts, sv = self._iterate(model, unit, k, stats)
+            parts, sv, done = self._iterate(model, unit, k, stats)
             solver = "iterative"
         out = Init(info={"solver": solver, "sigma_1": float(sv[0]), "sigma_k": float(sv[-1])})
-        for c in unit.consumers:
-            existing = fan_out_vectors(modules[c.name], c.factor)
+        if solver == "iterative":
+            out.info["iterations"] = done
+        for cons in unit.consumers:
+            existing = fan_out_vectors(modules[cons.name], cons.factor)
             r = target_norm(existing, self.scale, self.scale_method)
-            vec = _normalise_rows(parts[c.name].to(existing.dtype)) * r
-            out.fan_out[c.name] = fan_out_block(modules[c.name], vec, c.factor)
+            vec = _normalise_rows(parts[cons.name].to(existing.dtype)) * r
+            out.fan_out[cons.name] = fan_out_block(modules[cons.name], vec, cons.factor)
+        # The grown model computes what it did, so the new fan-in's gradient is known exactly
+        # where the solver computed it for these very directions; the new units output 0
+        # (zero fan-in through ops that keep 0 at 0), so their fan-out's gradient is 0.
+        norm = None
+        if kind in ("dense", "conv") and _exact_closed_form(unit):
+            if kind == "dense":  # the matrix applied to the new fan-out
+                g2 = g.reshape(-1, g.shape[-1]).double()
+                norm = ((vec.double() @ g2.T) @ h.reshape(-1, h.shape[-1]).double()).norm()
+            else:
+                norm = (mat.double() @ vec.double().T).norm()
+        elif solver == "iterative" and len(unit.consumers) == 1 and k <= vec.shape[1]:
+            if not set(unit.between) & NONZERO_AT_ZERO:
+                norm = r * sv.norm()  # Ritz vectors of the real gradient map: |A(v_j)| = s_j
+        if norm is not None:
+            out.info.update(grad_norm_fan_in=float(norm), grad_norm_fan_out=0.0)
         return out
+
+
+def _exact_closed_form(unit: GrowableUnit) -> bool:
+    """Whether the closed form's gradient is the real one: nothing per-channel between the pair
+    and only ops of value 0 and slope 1 at 0 (``ReLU1``, ``tanh``...), which pass a zero-fan-in
+    unit's gradient unchanged."""
+    return (
+        not unit.per_channel
+        and all(c.factor == 1 for c in unit.consumers)
+        and set(unit.between) <= UNIT_SLOPE_AT_ZERO
+    )
 
 
 def _project(vectors: Tensor, norms: float) -> Tensor:

@@ -27,7 +27,6 @@ from torch.nn.utils import parametrize
 
 from ..errors import CheckpointError
 from ..grower import Grower
-from ..ops.masks import own_parametrized_class
 from .fileformat import read_payload, write_payload
 from .safety import resolve_safe_globals
 
@@ -78,11 +77,24 @@ class Checkpoint:
 
 
 # --------------------------------------------------------------------------- model
+def _own_parametrized_class(module: nn.Module) -> None:
+    """Give a parametrized module a class of its own before a parametrization is removed.
+
+    ``copy.deepcopy`` shares the injected ``Parametrized<Layer>`` class between
+    the copy and the original, and removing a parametrization deletes its
+    property from that class: without this, the other model would lose its
+    parametrized tensor.
+    """
+    cls = type(module)
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, body)
+
+
 def _strip_parametrizations(model: nn.Module) -> tuple[nn.Module, list[tuple[str, str, list]]]:
     """A picklable version of ``model``.
 
-    PyTorch refuses to pickle parametrized modules (masked layers use
-    :mod:`torch.nn.utils.parametrize`). Such a model is deep-copied, the copy's
+    PyTorch refuses to pickle parametrized modules (:mod:`torch.nn.utils.parametrize`,
+    ``nn.utils.parametrizations.weight_norm``...). Such a model is deep-copied, the copy's
     parametrizations removed (leaving the original tensor in place) and
     recorded, to be registered again by :func:`_restore_parametrizations`.
     Models without parametrizations are returned as they are (no copy).
@@ -94,7 +106,7 @@ def _strip_parametrizations(model: nn.Module) -> tuple[nn.Module, list[tuple[str
     for name, module in list(clone.named_modules()):
         if not parametrize.is_parametrized(module):
             continue
-        own_parametrized_class(module)  # or the original model would lose its ``weight``
+        _own_parametrized_class(module)  # or the original model would lose its tensor
         for tensor_name in list(module.parametrizations.keys()):
             plist = list(module.parametrizations[tensor_name])
             parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=False)

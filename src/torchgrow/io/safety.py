@@ -70,8 +70,9 @@ def safe_functions() -> list[Any]:
     """torchgrow's own functions that its checkpoints may refer to."""
     from ..grower import default_loss
     from ..ops.area import _mask_input
+    from ..ops.masks import _guard_mask
 
-    return [default_loss, _mask_input]
+    return [default_loss, _mask_input, _guard_mask]
 
 
 def _allowed_by_default(obj: Any) -> bool:

@@ -11,7 +11,6 @@ from .area import apply_input_mask, input_mask_of, masked_conv_macs, remove_inpu
 from .depth import Then, append_block, identity_conv, identity_linear, insert_after, insert_block
 from .edit import Change, EditRecord
 from .masks import (
-    ConnectionMask,
     apply_mask,
     grow_connections,
     is_masked,
@@ -20,7 +19,7 @@ from .masks import (
     remove_mask,
     weight_parameter,
 )
-from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent
+from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent, flush_subnormal_state
 from .registry import LayerOps, Role, lookup, register, register_by_name, register_pass_through
 from .units import DeadUnitWarning, FunctionChangeWarning, shrink, widen
 
@@ -44,7 +43,6 @@ __all__ = [
     "mask_of",
     "is_masked",
     "weight_parameter",
-    "ConnectionMask",
     "Change",
     "EditRecord",
     "LayerOps",
@@ -55,6 +53,7 @@ __all__ = [
     "lookup",
     "SUPPORTED_OPTIMIZERS",
     "check_consistent",
+    "flush_subnormal_state",
     "DeadUnitWarning",
     "FunctionChangeWarning",
 ]

@@ -30,7 +30,14 @@ _ACTIVE: weakref.WeakKeyDictionary[nn.Module, EditBatch] = weakref.WeakKeyDictio
 class EditBatch:
     """The edits of one ``with edit_batch(...)`` block (see :func:`edit_batch`)."""
 
-    def __init__(self, model: nn.Module, optimizer, unknown_optimizer: str, verify: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer,  # noqa: ANN001
+        unknown_optimizer: str,
+        verify: bool,
+        example: torch.Tensor | None = None,
+    ) -> None:
         from .optim_state import check_carry
         from .verify import Verifier
 
@@ -42,7 +49,11 @@ class EditBatch:
         self.origin: dict[nn.Parameter, tuple[nn.Parameter, Remap]] = {}
         self.total = count_params(model)
         self.records: list[EditRecord] = []
-        self.verifier = Verifier(model, "the batch of edits", preserve=True) if verify else None
+        self.verifier = (
+            Verifier(model, "the batch of edits", preserve=True, example=example)
+            if verify
+            else None
+        )
 
     def commit(self, changes: Sequence[Change], record: EditRecord) -> EditRecord:
         """Apply one edit's changes now; the optimizer follows at the end of the block."""
@@ -102,6 +113,7 @@ def edit_batch(
     *,
     unknown_optimizer: str = "raise",
     verify: bool = True,
+    example: torch.Tensor | None = None,
 ) -> Iterator[EditBatch]:
     """Make the width edits of ``model`` inside the block one atomic edit.
 
@@ -116,6 +128,9 @@ def edit_batch(
     verify : bool
         Check the model once at the end on its example input (the function
         must be preserved when every edit promised to preserve it).
+    example : Tensor, optional
+        Check on this input instead of the model's example input; afterwards
+        ``batch.verifier.max_delta`` is how far the output moved on it.
 
     Yields
     ------
@@ -124,7 +139,7 @@ def edit_batch(
     """
     if model in _ACTIVE:
         raise GrowthInputError("edit_batch: this model is already being edited in a batch")
-    batch = EditBatch(model, optimizer, unknown_optimizer, verify)
+    batch = EditBatch(model, optimizer, unknown_optimizer, verify, example)
     _ACTIVE[model] = batch
     try:
         yield batch

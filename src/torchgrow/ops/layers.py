@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.utils import parametrize
 
 from ..errors import UnsupportedLayerError
 from ..nn import ReLU1
 from .area import input_mask_of
 from .edit import Change
-from .masks import ConnectionMask
+from .masks import MASK, is_masked
 from .registry import LayerOps, Role, register, register_pass_through
 
 __all__ = ["expand_index", "tensor_change"]
@@ -55,19 +54,12 @@ def tensor_change(owner: nn.Module, name: str, dim: int, *, block=None, keep=Non
 
 
 def _weight_changes(module: nn.Module, dim: int, *, block=None, keep=None) -> list[Change]:
-    """Changes of ``module.weight`` along ``dim``, through a connection mask if there is one."""
-    if not parametrize.is_parametrized(module, "weight"):
-        return [tensor_change(module, "weight", dim, block=block, keep=keep)]
-    plist = module.parametrizations.weight
-    changes = [tensor_change(plist, "original", dim, block=block, keep=keep)]
-    for p in plist:
-        if not isinstance(p, ConnectionMask):
-            raise UnsupportedLayerError(
-                f"{type(module).__name__}.weight carries a {type(p).__name__} parametrization, "
-                "which torchgrow cannot resize; remove it before growing"
-            )
+    """Changes of ``module.weight`` along ``dim``, and of its connection mask if it has one
+    (new connections active)."""
+    changes = [tensor_change(module, "weight", dim, block=block, keep=keep)]
+    if is_masked(module):
         mask_block = None if block is None else torch.ones_like(block)
-        changes.append(tensor_change(p, "mask", dim, block=mask_block, keep=keep))
+        changes.append(tensor_change(module, MASK, dim, block=mask_block, keep=keep))
     return changes
 
 
@@ -82,8 +74,6 @@ def _vector_changes(module: nn.Module, name: str, k_or_keep, fill: float) -> lis
 
 
 def _weight(module: nn.Module) -> Tensor:
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
     return module.weight
 
 

@@ -1,13 +1,22 @@
 """Connection masks: dense-over-sparse weights (for NeST-style connection growth and pruning).
 
-A masked layer keeps its full weight tensor and a binary mask, registered
-with :mod:`torch.nn.utils.parametrize`, so ``module.weight`` is
-``original * mask``. Dormant entries of ``original`` are held at exactly 0, so
-with zero gradient there they stay 0 under SGD, Adam and weight decay: they
-neither train nor count as parameters.
+A masked layer keeps its full weight tensor, with its dormant entries held at
+exactly 0, and a 0/1 buffer ``weight_mask`` of the same shape. The forward
+reads the weight as it is (no ``weight * mask`` recomputed at every step);
+instead the weight's gradient is multiplied by the mask, so dormant entries get
+exactly 0 and stay 0 under SGD, Adam and weight decay (and their optimizer
+state stays 0): they neither train nor count as parameters. A forward
+pre-hook makes sure the layer's current weight carries that gradient hook,
+so the mask follows the weight through ``copy.deepcopy``,
+``torchgrow.save``/``load`` and every edit that replaces the Parameter. A
+training step costs what the plain layer's does, plus one multiply of the
+gradient.
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -16,7 +25,6 @@ from torch.nn.utils import parametrize
 from ..errors import GrowthInputError
 
 __all__ = [
-    "ConnectionMask",
     "apply_mask",
     "mask_of",
     "is_masked",
@@ -26,33 +34,43 @@ __all__ = [
     "weight_parameter",
 ]
 
+MASK = "weight_mask"  # the buffer
+_HOOK_ID = "_torchgrow_mask_hook"  # the module attribute naming its forward pre-hook
+# module -> (its weight when the gradient hook was put on it, that hook's handle)
+_HOOKED: weakref.WeakKeyDictionary[nn.Module, tuple[weakref.ref, Any]] = weakref.WeakKeyDictionary()
 
-class ConnectionMask(nn.Module):
-    """Parametrization ``w -> w * mask`` with the mask stored as a buffer."""
 
-    def __init__(self, mask: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mask", mask)
+def _mask_gradient(module: nn.Module) -> None:
+    """Put the gradient-masking hook on ``module.weight`` unless it carries it already."""
+    weight = module.weight
+    held = _HOOKED.get(module)
+    if held is not None and held[0]() is weight:
+        return
+    if held is not None:
+        held[1].remove()
+    ref = weakref.ref(module)
 
-    def forward(self, weight: Tensor) -> Tensor:
-        return weight * self.mask
+    def masked(grad: Tensor) -> Tensor:
+        owner = ref()
+        return grad if owner is None else grad * getattr(owner, MASK)
+
+    _HOOKED[module] = (weakref.ref(weight), weight.register_hook(masked))
+
+
+def _guard_mask(module: nn.Module, args: tuple[Any, ...]) -> None:
+    """Forward pre-hook of a masked layer: its current weight's gradient is masked."""
+    if module.weight.requires_grad:
+        _mask_gradient(module)
 
 
 def is_masked(module: nn.Module) -> bool:
-    """Whether ``module.weight`` carries a :class:`ConnectionMask`."""
-    return parametrize.is_parametrized(module, "weight") and any(
-        isinstance(p, ConnectionMask) for p in module.parametrizations.weight
-    )
+    """Whether ``module`` carries a connection mask (:func:`apply_mask`)."""
+    return hasattr(module, _HOOK_ID) and isinstance(getattr(module, MASK, None), Tensor)
 
 
 def mask_of(module: nn.Module) -> Tensor | None:
     """The module's connection mask (a float 0/1 tensor shaped like the weight), or ``None``."""
-    if not is_masked(module):
-        return None
-    for p in module.parametrizations.weight:
-        if isinstance(p, ConnectionMask):
-            return p.mask
-    return None
+    return getattr(module, MASK) if is_masked(module) else None
 
 
 def weight_parameter(module: nn.Module) -> nn.Parameter:
@@ -123,18 +141,24 @@ def apply_mask(
         keep[scores.flatten().topk(n_keep).indices] = 1
         mask = keep.view_as(w)
     mask = _validate_mask(module, mask, "apply_mask")
+    if parametrize.is_parametrized(module, "weight"):
+        raise GrowthInputError(
+            f"{type(module).__name__}.weight is computed by a parametrization: remove it "
+            "(torch.nn.utils.parametrize.remove_parametrizations) before masking"
+        )
     if is_masked(module):
-        current = mask_of(module)
-        assert current is not None
         with torch.no_grad():
-            current.copy_(mask)
+            getattr(module, MASK).copy_(mask)
     else:
-        parametrize.register_parametrization(module, "weight", ConnectionMask(mask))
+        module.register_buffer(MASK, mask)
+        setattr(module, _HOOK_ID, module.register_forward_pre_hook(_guard_mask).id)
     dormant = mask == 0
     with torch.no_grad():
         w[dormant] = 0
     _zero_state(optimizer, w, dormant)
-    return mask_of(module)  # type: ignore[return-value]
+    if w.requires_grad:
+        _mask_gradient(module)
+    return getattr(module, MASK)
 
 
 def grow_connections(
@@ -217,24 +241,16 @@ def prune_connections(
     return n_pruned
 
 
-def own_parametrized_class(module: nn.Module) -> None:
-    """Give a parametrized module a class of its own before a parametrization is removed.
-
-    ``copy.deepcopy`` shares the injected ``Parametrized<Layer>`` class between
-    the copy and the original, and removing a parametrization deletes its
-    property from that class: without this, the other model would lose its
-    ``weight``.
-    """
-    cls = type(module)
-    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
-    module.__class__ = type(cls.__name__, cls.__bases__, body)
-
-
 def remove_mask(module: nn.Module) -> None:
-    """Bake the mask into the weight and remove the parametrization (keeps the same Parameter).
+    """Make a masked layer plain again: its weight (dormant entries 0) stays the same Parameter.
 
     Safe on a deep copy: the original keeps its mask.
     """
-    if is_masked(module):
-        own_parametrized_class(module)
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    if not is_masked(module):
+        return
+    module._forward_pre_hooks.pop(getattr(module, _HOOK_ID), None)
+    delattr(module, _HOOK_ID)
+    delattr(module, MASK)
+    held = _HOOKED.pop(module, None)
+    if held is not None:
+        held[1].remove()

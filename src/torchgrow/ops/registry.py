@@ -185,17 +185,17 @@ def role_of(module: nn.Module) -> Role:
 
 
 def weight_hook(module: nn.Module) -> str | None:
-    """Why ``module``'s weight cannot be edited: a parametrization other than torchgrow's
-    connection mask, or an old-style reparametrization hook (``nn.utils.weight_norm``,
-    ``spectral_norm``, ``nn.utils.prune``) recomputes it from other tensors before each
-    forward; ``None`` when there is none."""
+    """Why ``module``'s weight cannot be edited: a parametrization, or an old-style
+    reparametrization hook (``nn.utils.weight_norm``, ``spectral_norm``, ``nn.utils.prune``),
+    recomputes it from other tensors before each forward; ``None`` when there is none
+    (torchgrow's own connection masks keep the weight as it is)."""
     plists = getattr(module, "parametrizations", None)
     if plists is not None:
         for pname, plist in plists.items():
-            other = [type(p).__name__ for p in plist if type(p).__name__ != "ConnectionMask"]
-            if other:
+            kinds = [type(p).__name__ for p in plist]
+            if kinds:
                 return (
-                    f"its {pname!r} is computed by a {other[0]} parametrization, which torchgrow "
+                    f"its {pname!r} is computed by a {kinds[0]} parametrization, which torchgrow "
                     "cannot resize; remove it (torch.nn.utils.parametrize.remove_parametrizations) "
                     "before growing"
                 )

@@ -234,21 +234,18 @@ def widen(
 
 def _connect_nonzero_only(changes: list[Change]) -> list[Change]:
     """Masks' new entries follow the new weights' non-zero pattern (old entries unchanged)."""
-    from .masks import ConnectionMask
+    from .masks import MASK
 
-    weights = {
-        id(ch.owner): ch for ch in changes if ch.name == "original" and ch.tensor is not None
-    }
+    weights = {id(ch.owner): ch for ch in changes if ch.name == "weight" and ch.tensor is not None}
     out = []
     for ch in changes:
-        if isinstance(ch.owner, ConnectionMask) and ch.name == "mask" and ch.remap is not None:
-            plist = next((w for w in weights.values() if any(p is ch.owner for p in w.owner)), None)
-            if plist is not None:
-                old = ch.owner.mask
-                new_region = 1 - ch.remap(torch.ones_like(old), 0.0)
-                active = (plist.tensor != 0).to(ch.tensor.dtype)
-                tensor = ch.tensor * (1 - new_region) + new_region * active
-                ch = Change(ch.owner, ch.name, tensor, ch.remap)
+        w = weights.get(id(ch.owner))
+        if ch.name == MASK and ch.remap is not None and w is not None:
+            old = getattr(ch.owner, MASK)
+            new_region = 1 - ch.remap(torch.ones_like(old), 0.0)
+            active = (w.tensor != 0).to(ch.tensor.dtype)
+            ch = Change(ch.owner, ch.name, ch.tensor * (1 - new_region) + new_region * active,
+                        ch.remap)  # fmt: skip
         out.append(ch)
     return out
 

@@ -49,14 +49,27 @@ class Verifier:
         The edit, for messages (``"widen('fc1', k=4)"``).
     preserve : bool
         Whether the edit promised to keep the function.
+    example : Tensor, optional
+        The input to check on (default: the model's example input,
+        :func:`torchgrow.graph.example_of`).
+
+    Attributes
+    ----------
+    max_delta : float
+        After the check: the largest ``|output after - output before|`` over
+        the model's outputs on the example (NaN when there was nothing to
+        compare).
     """
 
-    def __init__(self, model: nn.Module, what: str, *, preserve: bool) -> None:
+    def __init__(
+        self, model: nn.Module, what: str, *, preserve: bool, example: Tensor | None = None
+    ) -> None:
         from ..graph import example_of
 
         self.model, self.what, self.preserve = model, what, preserve
-        self.example: Any = example_of(model)
+        self.example: Any = example_of(model) if example is None else ((example,), {})
         self.before: list[Tensor] | None = None
+        self.max_delta = float("nan")
         if self.example is not None:
             try:
                 self.before = _outputs(model, self.example)
@@ -79,7 +92,17 @@ class Verifier:
                 f"{self.what}: after the edit the model's forward on its example input fails "
                 f"({type(exc).__name__}: {exc}); the edit was rolled back"
             ) from exc
-        if not self.preserve or self.before is None:
+        if self.before is None:
+            return
+        if len(after) == len(self.before) and all(
+            a.shape == b.shape for a, b in zip(after, self.before, strict=True)
+        ):
+            self.max_delta = max(
+                (float((a - b).abs().max()) for a, b in zip(after, self.before, strict=True)
+                 if a.numel()),
+                default=0.0,
+            )  # fmt: skip
+        if not self.preserve:
             return
         if len(after) != len(self.before):
             raise EditVerificationError(
