@@ -157,14 +157,16 @@ def test_conv_fan_out_matches_the_probed_operator(stride, padding, stride2, padd
     assert ev.max_abs_delta <= 1e-6
 
 
-def test_iterative_solver_through_max_pool_finds_the_top_subspace():
+@pytest.mark.parametrize("out", [2, 4])  # the map's fan-out side 18 (= fan-in side), or 36
+@pytest.mark.parametrize(("map_blocks", "solver"), [(0, "iterative"), (4, "map")])
+def test_iterative_solver_through_max_pool_finds_the_top_subspace(map_blocks, solver, out):
     torch.manual_seed(0)
     model = nn.Sequential(
         OrderedDict(
             c1=nn.Conv2d(2, 3, 3, padding=1),
             act=ReLU1(),
             pool=nn.MaxPool2d(2),
-            c2=nn.Conv2d(3, 2, 3, padding=1),
+            c2=nn.Conv2d(3, out, 3, padding=1),
             flat=nn.Flatten(),
         )
     )
@@ -173,9 +175,9 @@ def test_iterative_solver_through_max_pool_finds_the_top_subspace():
     before = copy.deepcopy(model)
     a = operator_matrix(before, "c1", "c2", x, y)
     s = torch.linalg.svdvals(a)
-    events = grow_once(model, GradMax(scale=0.5), x, y, k=2)
+    events = grow_once(model, GradMax(scale=0.5, map_blocks=map_blocks), x, y, k=2)
     (ev,) = events
-    assert ev.info["solver"] == "iterative"
+    assert ev.info["solver"] == solver
     assert ev.info["sigma_1"] == pytest.approx(float(s[0]), rel=1e-4)
     assert ev.info["sigma_k"] == pytest.approx(float(s[1]), rel=1e-4)
     r = 0.5 * fan_out_vectors(before.c2).norm(dim=1).mean().item()

@@ -286,13 +286,26 @@ def _labels(y: np.ndarray) -> Tensor:
 def _stratified_split(
     x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split
-
+    """A stratified random split: ``ceil(test_fraction * n)`` test examples, shared among the
+    classes in proportion to their sizes (largest remainders first); both splits in a random order
+    (NumPy's generator seeded with ``seed``)."""
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=seed, shuffle=True
-    )
+    rng = np.random.default_rng(seed)
+    classes, sizes = np.unique(y, return_counts=True)
+    share = test_fraction * sizes
+    n_test = np.floor(share).astype(np.int64)
+    extra = int(np.ceil(test_fraction * len(y))) - int(n_test.sum())
+    order = np.lexsort((rng.random(len(classes)), -(share - n_test)))  # largest remainder first
+    n_test[order[:extra]] += 1
+    train_idx, test_idx = [], []
+    for c, k in zip(classes, n_test, strict=True):
+        members = rng.permutation(np.flatnonzero(y == c))
+        test_idx.append(members[:k])
+        train_idx.append(members[k:])
+    tr = rng.permutation(np.concatenate(train_idx))
+    te = rng.permutation(np.concatenate(test_idx))
+    x_tr, x_te, y_tr, y_te = x[tr], x[te], y[tr], y[te]
     return x_tr, x_te, y_tr, y_te
 
 
@@ -463,6 +476,23 @@ def mnist1d(*, seed: int = 0, n_samples: int | None = None) -> Dataset:
     )
 
 
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits and their labels, read from the CSV file scikit-learn ships, without
+    importing scikit-learn (its import costs seconds; the data is one small file)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "the digits data set is the one bundled with scikit-learn, which is not installed; "
+            "install it with `pip install scikit-learn`"
+        )
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     """scikit-learn's 8x8 handwritten digits (1,797 images, bundled with it).
 
@@ -479,10 +509,8 @@ def digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
         Inputs of shape ``(1, 8, 8)`` in [0, 1] (pixel counts 0..16 divided by
         16), 10 classes.
     """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x_tr, x_te, y_tr, y_te = _stratified_split(bunch.data, bunch.target, test_fraction, seed)
+    data, target = _digits_arrays()
+    x_tr, x_te, y_tr, y_te = _stratified_split(data, target, test_fraction, seed)
     return Dataset(
         name="digits",
         x_train=_images(x_tr, (1, 8, 8), 16.0),

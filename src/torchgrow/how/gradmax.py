@@ -173,7 +173,9 @@ class GradMax(How):
       subspace iteration on the linear map ``W_out -> gradient of the new
       fan-in`` (double backward through a widened copy, run only up to the
       consumers; ``iterations`` passes over ``k + oversample`` columns, then a
-      Rayleigh-Ritz step);
+      Rayleigh-Ritz step); where the map's smaller side is at most
+      ``map_blocks (k + oversample)`` it is built exactly instead, in one pass
+      with one new unit per basis vector of that side, and its SVD taken;
     - a producer and consumer of different kinds (conv -> flatten -> linear)
       fall back to :class:`Random` with a warning, as the official code does
       (``mixed="iterative"`` solves them like the cases above instead).
@@ -208,6 +210,11 @@ class GradMax(How):
         ``k`` converge much faster).
     seed : int
         Seed for the random parts (fallback, extra directions, iteration start).
+    map_blocks : int
+        Build the map of a pair without a closed form exactly (solver ``"map"``)
+        when its smaller side is at most this many iterated blocks: one pass at
+        that many trial units costs about what that many iterations cost at one
+        block. 0 always iterates.
     """
 
     needs = frozenset({"producer_input", "consumer_grad"})
@@ -222,6 +229,7 @@ class GradMax(How):
         tol: float = 1e-5,
         oversample: int = 5,
         seed: int = 0,
+        map_blocks: int = 4,
     ) -> None:
         if not (isinstance(scale, (int, float)) and scale > 0):
             raise GrowthInputError(f"GradMax(scale) must be > 0, got {scale!r}")
@@ -236,6 +244,7 @@ class GradMax(How):
         self.mixed = mixed
         self.iterations = require_int(iterations, "GradMax(iterations)", 1)
         self.oversample = require_int(oversample, "GradMax(oversample)", 0)
+        self.map_blocks = require_int(map_blocks, "GradMax(map_blocks)", 0)
         if not (isinstance(tol, (int, float)) and tol >= 0):
             raise GrowthInputError(f"GradMax(tol) must be >= 0, got {tol!r}")
         self.tol = float(tol)
@@ -345,17 +354,20 @@ class GradMax(How):
 
     def _iterate(
         self, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
-    ) -> tuple[dict[str, Tensor], Tensor, int]:
+    ) -> tuple[dict[str, Tensor], Tensor, int | None]:
         """Subspace iteration on ``v -> A(v)``; returns the directions per consumer, their
-        singular values and the number of iterations run."""
+        singular values and the number of iterations run (None: the map was built exactly)."""
         from ..trial import TrialGrowth
 
         modules = dict(model.named_modules())
         names = [c.name for c in unit.consumers]
         dims = [fan_out_vectors(modules[c.name], c.factor).shape[1] for c in unit.consumers]
         d = sum(dims)
+        d_in = sum(modules[p].weight[0].numel() for p in unit.producers)
         kk = min(k, d)
         block = min(d, k + self.oversample)  # extra columns speed up convergence of the top k
+        if min(d, d_in) <= self.map_blocks * block:
+            return self._exact_map(unit, names, dims, d_in, k, stats, model)
         trial = TrialGrowth(model, unit, block)
         v = torch.linalg.qr(torch.randn(d, block, generator=self.generator))[0]
 
@@ -389,14 +401,72 @@ class GradMax(How):
                 v = torch.linalg.qr(ata_v.T.double())[0].float()
         p, s, qh = torch.linalg.svd(b.T, full_matrices=False)  # A V = P S Q^T
         rows = (v.double() @ qh.T).T[:kk]  # Rayleigh-Ritz: directions sorted by singular value
-        s = s[:kk]
+        parts_out, sv = self._finish(rows, s, names, dims, k)
+        return parts_out, sv, done
+
+    def _finish(
+        self, rows: Tensor, s: Tensor, names: list[str], dims: list[int], k: int
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """``rows`` (the top directions, sorted) padded with random unit rows up to ``k``, signs
+        fixed and split per consumer; the singular values padded with zeros."""
+        kk = rows.shape[0]
         if k > kk:
-            extra = torch.randn(k - kk, d, generator=self.generator, dtype=rows.dtype)
+            extra = torch.randn(k - kk, rows.shape[1], generator=self.generator, dtype=rows.dtype)
             rows = torch.cat([rows, _normalise_rows(extra)], 0)
         rows = fix_signs(_normalise_rows(rows))
         sv = torch.zeros(k, dtype=torch.float64)
-        sv[:kk] = s
-        return dict(zip(names, rows.split(dims, dim=1), strict=True)), sv, done
+        sv[:kk] = s[:kk]
+        return dict(zip(names, rows.split(dims, dim=1), strict=True)), sv
+
+    def _exact_map(
+        self,
+        unit: GrowableUnit,
+        names: list[str],
+        dims: list[int],
+        d_in: int,
+        k: int,
+        stats: Statistics,
+        model: nn.Module,
+    ) -> tuple[dict[str, Tensor], Tensor, None]:
+        """The matrix ``M`` (``d_in x d``) of the linear map ``fan-out -> gradient of the new
+        fan-in``, built in one pass, and its top-``k`` right singular directions.
+
+        One trial unit per basis vector of the smaller side: with fan-outs ``I_d``
+        the gradients are the columns of ``M``; with ``d_in`` units of any fan-out
+        ``V``, the gradient of ``sum_j <e_j, A(v_j)>`` in ``V`` is ``M`` itself
+        (``A`` is linear in ``V``).
+        """
+        from ..trial import TrialGrowth
+
+        d = sum(dims)
+        with torch.enable_grad():
+            if d <= d_in:
+                trial = TrialGrowth(model, unit, d)
+                parts = dict(zip(names, torch.eye(d).split(dims, dim=1), strict=True))
+                gs = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=False,
+                                           consumer_grads=stats.consumer_grads)  # fmt: skip
+                mat = torch.cat([g.reshape(d, -1) for g in gs.values()], 1).T  # (d_in, d)
+            else:
+                trial = TrialGrowth(model, unit, d_in)
+                vt = torch.zeros(d_in, d, requires_grad=True)
+                parts = dict(zip(names, vt.split(dims, dim=1), strict=True))
+                gs = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=True,
+                                           consumer_grads=stats.consumer_grads)  # fmt: skip
+                eye = torch.eye(d_in).split([g[0].numel() for g in gs.values()], dim=1)
+                outs = [e.reshape(g.shape) for e, g in zip(eye, gs.values(), strict=True)]
+                used = [(g, o) for g, o in zip(gs.values(), outs, strict=True) if g.requires_grad]
+                if used:
+                    (mat,) = torch.autograd.grad([g for g, _ in used], vt,
+                                                 grad_outputs=[o for _, o in used],
+                                                 allow_unused=True)  # fmt: skip
+                mat = torch.zeros(d_in, d) if not used or mat is None else mat
+        mat = mat.detach().double()
+        if not torch.isfinite(mat).all():
+            raise GrowthInputError(f"GradMax on {unit.name!r}: non-finite gradients")
+        _, s, vh = torch.linalg.svd(mat, full_matrices=False)
+        kk = min(k, d, s.numel())
+        parts_out, sv = self._finish(vh[:kk], s, names, dims, k)
+        return parts_out, sv, None
 
     def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
         if stats is None:
@@ -430,7 +500,7 @@ class GradMax(How):
             solver = "svd"
         else:
             parts, sv, done = self._iterate(model, unit, k, stats)
-            solver = "iterative"
+            solver = "iterative" if done is not None else "map"
         out = Init(info={"solver": solver, "sigma_1": float(sv[0]), "sigma_k": float(sv[-1])})
         if solver == "iterative":
             out.info["iterations"] = done
@@ -449,7 +519,7 @@ class GradMax(How):
                 norm = ((vec.double() @ g2.T) @ h.reshape(-1, h.shape[-1]).double()).norm()
             else:
                 norm = (mat.double() @ vec.double().T).norm()
-        elif solver == "iterative" and len(unit.consumers) == 1 and k <= vec.shape[1]:
+        elif solver in ("iterative", "map") and len(unit.consumers) == 1 and k <= vec.shape[1]:
             if not set(unit.between) & NONZERO_AT_ZERO:
                 norm = r * sv.norm()  # Ritz vectors of the real gradient map: |A(v_j)| = s_j
         if norm is not None:
