@@ -15,7 +15,9 @@
    growth batch plus the thin SVD, in float32, of the matrix of each grown
    unit (``fan-in dim x fan-out dim``; for a pair without a closed form the
    same shape). The event is timed with the default ``measure=True`` and with
-   ``measure=False``.
+   ``measure=False``; for the pairs solved by the conv closed form, the time
+   to build their matrix from the growth batch's statistics is shown too, and
+   the event against floor + build.
 3. **Cost against size.** The GradMax event of a 4-layer MLP
    784-W-W-W-10 against its training step, W = 256 ... 4,096, and the
    all-at-once growth step (every unit +1, no statistics) of MLPs and
@@ -27,7 +29,9 @@
 5. **Start-up.** ``python -X importtime -c "import torchgrow"``: the import's
    time beyond torch's; and ``torchgrow compare --methods static,gradmax
    --data digits --seeds 1``: its wall time against the sum of its runs'
-   training times.
+   training times, and the part of it that is torch's own start-up (``import
+   torch`` and the first optimizer's lazy import of ``torch._dynamo``),
+   measured in a fresh interpreter.
 
 Times are medians of repeats; the two sides of every ratio alternate round by
 round in one process (1 thread), so that drift of a shared machine hits both.
@@ -54,7 +58,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchmarks.common import ROOT, markdown_table, write_results
@@ -62,6 +66,7 @@ from torchgrow import Grower, methods, models
 from torchgrow import data as tg_data
 from torchgrow.how import GradMax as GradMaxHow
 from torchgrow.how import Random
+from torchgrow.how.gradmax import conv_pair_matrix
 from torchgrow.ops.masks import apply_mask
 from torchgrow.size import Size
 from torchgrow.train import fit
@@ -260,6 +265,41 @@ def pair_shape(model: nn.Module, unit) -> tuple[int, int]:  # noqa: ANN001
     return rows, cols
 
 
+def conv_builds(model: nn.Module, units: list, x: Tensor, y: Tensor) -> list[Callable[[], Any]]:
+    """For each unit GradMax solves by the conv closed form, a call that builds its matrix
+    from the growth batch's statistics (the producer's input, the consumer's output gradient)."""
+    mods = dict(model.named_modules())
+    kind = GradMaxHow()._kind
+    conv = [u for u in units if kind(u, mods) == "conv"]
+    inputs: dict[str, Tensor] = {}
+    grads: dict[str, Tensor] = {}
+
+    def keep_input(name: str) -> Callable[..., None]:
+        return lambda mod, args, out: inputs.__setitem__(name, args[0].detach())
+
+    def keep_grad(name: str) -> Callable[..., None]:
+        def hook(mod: nn.Module, args: tuple, out: Tensor) -> None:
+            out.register_hook(lambda g: grads.__setitem__(name, g.detach()))
+
+        return hook
+
+    handles = [mods[u.producers[0]].register_forward_hook(keep_input(u.producers[0])) for u in conv]
+    handles += [mods[u.consumers[0].name].register_forward_hook(keep_grad(u.consumers[0].name))
+                for u in conv]  # fmt: skip
+    try:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+    finally:
+        for h in handles:
+            h.remove()
+    model.zero_grad(set_to_none=True)
+    return [
+        (lambda p=u.producers[0], c=u.consumers[0].name: conv_pair_matrix(
+            inputs[p], grads[c], mods[p], mods[c]))
+        for u in conv
+    ]  # fmt: skip
+
+
 def event_row(name: str, rounds: int, batch: int = BATCH) -> dict[str, Any]:
     build, layers, flat = EVENT_MODELS[name]
     torch.manual_seed(0)
@@ -291,7 +331,13 @@ def event_row(name: str, rounds: int, batch: int = BATCH) -> dict[str, Any]:
         for a in mats:
             torch.linalg.svd(a, full_matrices=False)
 
-    floor = alternate({"fwd_bwd": fwd_bwd, "svd": svds}, 2 * rounds + 1)
+    builds = conv_builds(template, units, x, y)
+
+    def build_matrices() -> None:
+        for f in builds:
+            f()
+
+    floor = alternate({"fwd_bwd": fwd_bwd, "svd": svds, "build": build_matrices}, 2 * rounds + 1)
     ev: dict[str, list[float]] = {"default": [], "measure=False": []}
     solvers: set[str] = set()
     with warnings.catch_warnings():
@@ -309,7 +355,9 @@ def event_row(name: str, rounds: int, batch: int = BATCH) -> dict[str, Any]:
         "floor (ms)": 1e3 * fl, "fwd+bwd (ms)": 1e3 * floor["fwd_bwd"],
         "svd (ms)": 1e3 * floor["svd"], "event (ms)": 1e3 * ev_med["default"],
         "event, measure=False (ms)": 1e3 * ev_med["measure=False"],
+        "conv matrix build (ms)": 1e3 * floor["build"],
         "event / floor": ev_med["default"] / fl,
+        "event / (floor + build)": ev_med["default"] / (fl + floor["build"]),
     }  # fmt: skip
 
 
@@ -449,7 +497,15 @@ def compare_wall(quick: bool) -> dict[str, Any]:
         wall = time.perf_counter() - t0
         train = sum(json.loads(p.read_text())["wall_seconds"]
                     for p in Path(tmp).rglob("result.json"))  # fmt: skip
-    return {"compare wall (s)": wall, "sum of training (s)": train, "ratio": wall / train}
+    probe = ("import time; t0 = time.perf_counter(); import torch; t1 = time.perf_counter(); "
+             "torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1); "
+             "print(t1 - t0, time.perf_counter() - t1)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    t_import, t_optim = (float(v) for v in out.stdout.split())
+    fixed = t_import + t_optim
+    return {"compare wall (s)": wall, "sum of training (s)": train, "ratio": wall / train,
+            "import torch (s)": t_import, "torch's first optimizer (s)": t_optim,
+            "ratio without torch's start-up": (wall - fixed) / train}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ report
