@@ -11,9 +11,11 @@ A Markdown file quotes a result between two markers::
 with numbers in it). ``python -m benchmarks.render`` rewrites every quote from
 the results; ``--check`` only reports the quotes that differ (the test suite
 runs it, so a table cannot drift from its result), and ``--fresh`` also lists
-the results made before the last change to the code they depend on (``src/``,
-the environment's pins, the benchmark's own script and the ``benchmarks``
-modules it imports): the ones to re-run.
+the results made before a change to the code they depend on (``src/``, the
+environment's pins, the benchmark's own script and the ``benchmarks`` modules it
+imports) that could have changed them: the ones to re-run. A change to ``src/``
+that only adds to it (new modules, new functions, new registry entries; see
+:mod:`benchmarks.freshness`) leaves them fresh.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from benchmarks import freshness
 from benchmarks.common import RESULTS, ROOT
 
 MARKER = re.compile(
@@ -106,8 +109,37 @@ def dependencies(name: str) -> list[str]:
     ]
 
 
+def _show(commit: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _why_stale(commit: str, deps: list[str]) -> list[str]:
+    """The files changed since ``commit`` in a way that could change the result, with why."""
+    lines = subprocess.run(
+        ["git", "diff", "--name-status", "--no-renames", commit, "HEAD", "--", *deps],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    ).stdout.splitlines()  # fmt: skip
+    watched = "\n".join(_show("HEAD", d) for d in deps if d.startswith("benchmarks/"))
+    out = []
+    for line in lines:
+        status, path = line.split("\t", 1)
+        reason: str | None = "changed"
+        if path.startswith("src/") and path.endswith(".py") and status in ("A", "M"):
+            new = _show("HEAD", path)
+            if status == "A":
+                reason = freshness.new_module_reason(new)
+            else:
+                reason = freshness.change_reason(_show(commit, path), new, watched)
+        if reason is not None:
+            out.append(f"{path} ({reason})")
+    return out
+
+
 def stale() -> list[str]:
-    """Results made before the last commit that changed the code they depend on."""
+    """Results made before a commit that changed the code they depend on in a way that
+    could change them (:mod:`benchmarks.freshness` says which changes are only additions)."""
     out = []
     for path in sorted(RESULTS.glob("*.json")):
         meta = json.loads(path.read_text()).get("meta", {})
@@ -115,14 +147,11 @@ def stale() -> list[str]:
         if not commit:
             out.append(f"{path.name}: no commit stamp")
             continue
-        changed = subprocess.run(
-            ["git", "diff", "--name-only", commit, "HEAD", "--", *dependencies(path.stem)],
-            cwd=ROOT, capture_output=True, text=True, check=False,
-        ).stdout.split()  # fmt: skip
+        changed = _why_stale(commit, dependencies(path.stem))
         if changed or meta.get("dirty"):
             out.append(
                 f"{path.name}: made at {commit[:10]}; since then {len(changed)} of the files it"
-                f" depends on changed ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})"
+                f" depends on changed: {'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}"
             )
     return out
 

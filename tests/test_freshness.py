@@ -1,0 +1,69 @@
+"""The freshness rules of the benchmark results: which changes to the library are only additions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.freshness import change_reason, new_module_reason  # noqa: E402
+
+OLD = '''"""A module."""
+from .a import f
+import torch
+
+def g(x):
+    return f(x) + 1
+
+MODELS = {"mlp": g}
+__all__ = ["g", "MODELS"]
+'''
+
+
+@pytest.mark.parametrize(
+    "new",
+    [
+        OLD,
+        OLD.replace('"""A module."""', '"""A module, with a new docstring."""'),
+        OLD.replace("from .a import f", "from .a import f, h"),
+        OLD.replace('{"mlp": g}', '{"mlp": g, "gpt": gpt}').replace(
+            "MODELS = ", "from .gpt import gpt\nMODELS = "
+        ),
+        OLD.replace('["g", "MODELS"]', '["g", "gpt", "MODELS"]') + "\ndef gpt():\n    return 2\n",
+        OLD + "\n@dataclass\nclass Config:\n    width: int = 4\n\nLIMIT = 3 * 4\n",
+    ],
+)
+def test_additions_keep_results_fresh(new):
+    assert change_reason(OLD, new) is None
+
+
+@pytest.mark.parametrize(
+    ("new", "why"),
+    [
+        (OLD.replace("f(x) + 1", "f(x) + 2"), "gone or changed"),
+        (OLD.replace("import torch\n", ""), "gone or changed"),
+        (OLD + "\nregister(g)\n", "runs at import"),
+        (OLD + "\nTABLE = build()\n", "calls code"),
+        (OLD + "\n@register\ndef h():\n    pass\n", "decorator"),
+        (OLD + "\nimport transformers\n", "imports"),
+        (OLD.replace('{"mlp": g}', '{"mlp": f}'), "gone or changed"),
+        (OLD + "\ndef g(x):\n    return 0\n", "rebinds"),
+    ],
+)
+def test_changes_that_can_move_a_result_make_it_stale(new, why):
+    reason = change_reason(OLD, new)
+    assert reason is not None and why in reason
+
+
+def test_a_registry_the_benchmark_names_may_not_grow():
+    new = OLD.replace('{"mlp": g}', '{"mlp": g, "gpt": g}')
+    assert change_reason(OLD, new) is None
+    assert "MODELS" in change_reason(OLD, new, watched="for name in models.MODELS: ...")
+
+
+def test_a_new_module_is_fresh_only_if_importing_it_registers_nothing():
+    inert = '"""Doc."""\nfrom torch import nn\n__all__ = ["Block"]\n\nclass Block(nn.Module):\n    pass\n'
+    assert new_module_reason(inert) is None
+    assert "runs at import" in new_module_reason(inert + "\nregister(Block)\n")
