@@ -288,6 +288,7 @@ def test_build_registry_and_unknown_name() -> None:
         "residual_mlp",
         "plain_convnet",
         "wide_resnet",
+        "gpt",
         "vgg11",
         "mobilenet_v1",
     }

@@ -15,7 +15,11 @@ name                      source                                          input 
 ``mnist_folder``          IDX files in a folder you name                  ``(1, 28, 28)``
 ``cifar10_folder``        CIFAR-10 python pickles in a folder you name    ``(3, 32, 32)``
 ``teacher``               GradMax student-teacher regression set-up       ``(d_in,)``
+``text_chars``            CPython's bundled documentation, characters     ``(context,)``
 ========================  ==============================================  ==============
+
+``text_chars`` is a language-modelling text (:class:`TextData`, from
+:mod:`torchgrow.text_data`), not a :class:`Dataset`; :func:`load` does not build it.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
+from .text_data import TextData, bits_per_char, text_chars
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -48,6 +54,9 @@ __all__ = [
     "pad_to",
     "read_idx",
     "teacher",
+    "TextData",
+    "bits_per_char",
+    "text_chars",
 ]
 
 _TASKS = ("classification", "regression")

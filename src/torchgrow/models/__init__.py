@@ -21,6 +21,7 @@ name                model
 ``wide_resnet``     pre-activation WRN-n-k, inner widths scaled (GradMax, CIFAR)
 ``vgg11``           VGG-11 with strided convolutions, no FC (GradMax, CIFAR)
 ``mobilenet_v1``    MobileNet-v1, depthwise separable (GradMax, ImageNet)
+``gpt``             decoder-only transformer, pre-LN (G_stack, MSG, LEMON)
 ==================  ====================================================
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 from torch import nn
 
 from ._layers import ACTIVATIONS, activation_module, scale_width
+from .gpt import GPT, CausalSelfAttention, FeedForward, GPTBlock, gpt
 from .lenet import lenet5
 from .mlp import lenet_300_100, mlp
 from .mobilenet import MobileNetV1, mobilenet_v1
@@ -45,6 +47,10 @@ __all__ = [
     "ACTIVATIONS",
     "MODELS",
     "BasicBlock",
+    "CausalSelfAttention",
+    "FeedForward",
+    "GPT",
+    "GPTBlock",
     "Bottleneck",
     "CifarResNet",
     "MobileNetV1",
@@ -58,6 +64,7 @@ __all__ = [
     "build",
     "count_parameters",
     "cifar_resnet",
+    "gpt",
     "lenet5",
     "lenet_300_100",
     "mlp",
@@ -82,6 +89,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "wide_resnet": wide_resnet,
     "vgg11": vgg11,
     "mobilenet_v1": mobilenet_v1,
+    "gpt": gpt,
 }
 
 

@@ -2,7 +2,9 @@
 
 Every edit validates all of its inputs first, then commits atomically: on any
 error the model and the optimizer are exactly as they were. Each returns an
-:class:`EditRecord`.
+:class:`EditRecord`. Transformers have their own edits, which read the model's
+layout (:func:`find_layout`): FFN width (:func:`grow_ffn`), attention heads
+(:func:`add_heads`) and depth (:func:`insert_identity_block`, :func:`stack_blocks`).
 """
 
 from . import layers as _layers  # noqa: F401  (registers the built-in layer kinds)
@@ -21,6 +23,15 @@ from .masks import (
 )
 from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent, flush_subnormal_state
 from .registry import LayerOps, Role, lookup, register, register_by_name, register_pass_through
+from .tx_depth import (
+    g_stack_order,
+    insert_identity_block,
+    interleave_order,
+    midas_order,
+    stack_blocks,
+)
+from .tx_layout import TransformerParts, find_layout, register_layout
+from .tx_width import add_heads, grow_ffn
 from .units import DeadUnitWarning, FunctionChangeWarning, shrink, widen
 
 __all__ = [
@@ -56,4 +67,14 @@ __all__ = [
     "flush_subnormal_state",
     "DeadUnitWarning",
     "FunctionChangeWarning",
+    "grow_ffn",
+    "add_heads",
+    "insert_identity_block",
+    "stack_blocks",
+    "g_stack_order",
+    "midas_order",
+    "interleave_order",
+    "find_layout",
+    "register_layout",
+    "TransformerParts",
 ]
