@@ -28,6 +28,7 @@ call such as a registration) makes the result stale.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 
 __all__ = ["change_reason", "new_module_reason"]
@@ -175,7 +176,7 @@ def change_reason(old: str, new: str, watched: str = "") -> str | None:
             return f"line {stmt.lineno} of the old module is gone or changed"
         added += news[j:match]
         grown = _extends(stmt, news[match]) if ast.dump(news[match]) != dump else None
-        if grown and grown != "__all__" and grown in watched:
+        if grown and grown != "__all__" and re.search(rf"\b{re.escape(grown)}\b", watched):
             return f"registry {grown!r} gained entries and the benchmark names it"
         j = match + 1
     for cand in added + news[j:]:
