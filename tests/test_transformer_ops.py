@@ -12,6 +12,7 @@ from torchgrow.errors import GrowthInputError
 from torchgrow.ops import (
     add_heads,
     check_consistent,
+    clone_width,
     find_layout,
     g_stack_order,
     grow_ffn,
@@ -252,3 +253,54 @@ def test_an_unknown_model_names_the_registry_and_a_registered_one_works():
     record = insert_identity_block(wrapper, 2, example=x)
     assert record.details["max_abs_dout"] <= 1e-5 and len(wrapper.inner.blocks) == 3
     assert (wrapper(x) - before).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("snr_db", [None, 10.0])
+@pytest.mark.parametrize("name", BUILDERS)
+def test_clone_width_doubles_every_width_and_preserves_the_function(name, snr_db):
+    model, opt, x = _trained(name)
+    before = _logits(model, x).detach()
+    parts = find_layout(model)
+    emb = parts.embeddings[0]
+    d, heads, tied = emb.weight.shape[1], parts.blocks[0].attn.n_head, parts.tied
+    old_emb_state = opt.state[emb.weight]["exp_avg"].clone()
+    record = clone_width(
+        model, 2, snr_db=snr_db, generator=torch.Generator().manual_seed(0), optimizer=opt,
+        example=x,
+    )  # fmt: skip
+    assert record.details["max_abs_dout"] <= 1e-5
+    assert (_logits(model, x) - before).abs().max() <= 1e-5
+    parts = find_layout(model)
+    emb = parts.embeddings[0]
+    assert emb.weight.shape[1] == 2 * d and parts.blocks[1].attn.n_head == 2 * heads
+    assert parts.tied == tied  # a tied head stays tied (GPT-2 ties by default)
+    config = getattr(model, "config", None)
+    if config is not None:
+        assert config.hidden_size == 2 * d and config.num_attention_heads == 2 * heads
+    # the state is tiled with its weight: each copy starts from its source's moments
+    assert torch.equal(opt.state[emb.weight]["exp_avg"], old_emb_state.repeat(1, 2))
+    check_consistent(model, opt)
+    q = _q_rows(parts.blocks[0].attn)
+    first, second = q[:, : q.shape[1] // 2], q[:, q.shape[1] // 2 :]
+    assert torch.equal(first, second) == (snr_db is None)  # noise breaks the symmetry
+    _train_step(model, opt, x)
+
+
+def _q_rows(attn) -> torch.Tensor:
+    proj = attn.q if attn.q is not None else attn.qkv
+    w = proj.weight.detach()
+    return w if isinstance(proj, nn.Linear) else w.t()
+
+
+def test_clone_width_three_copies_and_separate_multipliers():
+    model, opt, x = _trained("gpt")
+    before = _logits(model, x).detach()
+    record = clone_width(model, 3, ffn_mult=2, heads_mult=1, optimizer=opt, example=x)
+    assert record.details["max_abs_dout"] <= 1e-5
+    blk = model.blocks[0]
+    assert blk.norm1.normalized_shape == (48,) and blk.mlp.up.out_features == 128
+    assert blk.attn.n_head == 2 and blk.attn.q.in_features == 48
+    assert (_logits(model, x) - before).abs().max() <= 1e-5
+    with pytest.raises(GrowthInputError, match="positive int"):
+        clone_width(model, 0, optimizer=opt)
+    check_consistent(model, opt)

@@ -4,7 +4,7 @@ Every edit validates all of its inputs first, then commits atomically: on any
 error the model and the optimizer are exactly as they were. Each returns an
 :class:`EditRecord`. Transformers have their own edits, which read the model's
 layout (:func:`find_layout`): FFN width (:func:`grow_ffn`), attention heads
-(:func:`add_heads`) and depth (:func:`insert_identity_block`, :func:`stack_blocks`).
+(:func:`add_heads`), every width at once by cloning (:func:`clone_width`) and depth (:func:`insert_identity_block`, :func:`stack_blocks`).
 """
 
 from . import layers as _layers  # noqa: F401  (registers the built-in layer kinds)
@@ -23,6 +23,7 @@ from .masks import (
 )
 from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent, flush_subnormal_state
 from .registry import LayerOps, Role, lookup, register, register_by_name, register_pass_through
+from .tx_clone import clone_width
 from .tx_depth import (
     g_stack_order,
     insert_identity_block,
@@ -69,6 +70,7 @@ __all__ = [
     "FunctionChangeWarning",
     "grow_ffn",
     "add_heads",
+    "clone_width",
     "insert_identity_block",
     "stack_blocks",
     "g_stack_order",

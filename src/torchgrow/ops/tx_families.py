@@ -23,10 +23,29 @@ def _gpt(model: nn.Module) -> TransformerParts:
             set_heads=lambda h, kv: [],
         )  # fmt: skip
         f = blk.mlp
-        blocks.append(
-            BlockParts(f"blocks.{i}", blk, attn, FFNParts(f"blocks.{i}.mlp", f.up, f.gate, f.down))
-        )
-    return TransformerParts("blocks", blocks)
+        ffn = FFNParts(f"blocks.{i}.mlp", f.up, f.gate, f.down)
+        blocks.append(BlockParts(f"blocks.{i}", blk, attn, ffn, [blk.norm1, blk.norm2]))
+    return TransformerParts(
+        "blocks",
+        blocks,
+        embeddings=[model.tok_emb, model.pos_emb],
+        final_norm=model.norm_f,
+        head=model.lm_head,
+        tied=model.lm_head.weight is model.tok_emb.weight,
+    )
+
+
+def _hf_head(model: nn.Module, emb: nn.Module) -> tuple[nn.Module | None, bool]:
+    head = getattr(model, "lm_head", None)
+    return head, head is not None and head.weight is emb.weight
+
+
+def _hf_width(config: object, keys: dict[str, str]) -> Callable:
+    def set_width(d: int, h: int, kv: int, f: int) -> Steps:
+        values = {"d": d, "h": h, "kv": kv, "f": f}
+        return [set_attr(config, key, values[v]) for v, key in keys.items() if hasattr(config, key)]
+
+    return set_width
 
 
 def _hf_depth(config: object, attn_of: Callable[[nn.Module], nn.Module], key: str) -> Callable:
@@ -57,7 +76,12 @@ def _gpt2(model: nn.Module) -> TransformerParts:
         n = a.split_size // a.head_dim
 
         def set_heads(h: int, kv: int, a: nn.Module = a) -> Steps:
-            return [set_attr(a, "num_heads", h), set_attr(a, "split_size", h * a.head_dim)]
+            d_attn = h * a.head_dim
+            return [
+                set_attr(a, "num_heads", h),
+                set_attr(a, "split_size", d_attn),
+                set_attr(a, "embed_dim", d_attn),
+            ]
 
         attn = AttentionParts(
             f"{prefix}.{i}.attn", a, None, None, None, a.c_attn, a.c_proj, a.head_dim, n, n,
@@ -65,9 +89,21 @@ def _gpt2(model: nn.Module) -> TransformerParts:
         )  # fmt: skip
         m = blk.mlp
         ffn = FFNParts(f"{prefix}.{i}.mlp", m.c_fc, None, m.c_proj)
-        blocks.append(BlockParts(f"{prefix}.{i}", blk, attn, ffn))
+        blocks.append(BlockParts(f"{prefix}.{i}", blk, attn, ffn, [blk.ln_1, blk.ln_2]))
     depth = _hf_depth(model.config, lambda b: b.attn, "n_layer")
-    return TransformerParts(prefix, blocks, set_depth=depth)
+    head, tied = _hf_head(model, base.wte)
+    keys = {"d": "n_embd", "h": "n_head", "f": "n_inner"}
+    return TransformerParts(
+        prefix, blocks, set_depth=depth, embeddings=[base.wte, base.wpe], final_norm=base.ln_f,
+        head=head, tied=tied, set_width=_with_embed_dim(base, _hf_width(model.config, keys)),
+    )  # fmt: skip
+
+
+def _with_embed_dim(base: nn.Module, inner: Callable) -> Callable:
+    def set_width(d: int, h: int, kv: int, f: int) -> Steps:
+        return [*inner(d, h, kv, f), set_attr(base, "embed_dim", d)]
+
+    return set_width
 
 
 def _llama(model: nn.Module) -> TransformerParts:
@@ -80,13 +116,20 @@ def _llama(model: nn.Module) -> TransformerParts:
         h, kv = a.q_proj.out_features // hd, a.k_proj.out_features // hd
         attn = AttentionParts(
             f"{prefix}.{i}.self_attn", a, a.q_proj, a.k_proj, a.v_proj, None, a.o_proj, hd, h, kv,
-            set_heads=lambda h, kv: [],
+            set_heads=lambda h, kv, a=a: [set_attr(a, "num_key_value_groups", h // kv)],
         )  # fmt: skip
         m = blk.mlp
         ffn = FFNParts(f"{prefix}.{i}.mlp", m.up_proj, m.gate_proj, m.down_proj)
-        blocks.append(BlockParts(f"{prefix}.{i}", blk, attn, ffn))
+        norms = [blk.input_layernorm, blk.post_attention_layernorm]
+        blocks.append(BlockParts(f"{prefix}.{i}", blk, attn, ffn, norms))
     depth = _hf_depth(model.config, lambda b: b.self_attn, "num_hidden_layers")
-    return TransformerParts(prefix, blocks, set_depth=depth)
+    head, tied = _hf_head(model, base.embed_tokens)
+    keys = {"d": "hidden_size", "h": "num_attention_heads", "kv": "num_key_value_heads"}
+    keys["f"] = "intermediate_size"
+    return TransformerParts(
+        prefix, blocks, set_depth=depth, embeddings=[base.embed_tokens], final_norm=base.norm,
+        head=head, tied=tied, set_width=_hf_width(model.config, keys),
+    )  # fmt: skip
 
 
 #: Built-in finders by qualified class name.

@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 
+Steps = list[tuple[Callable[[], None], Callable[[], None]]]
+
+
 @dataclass
 class AttentionParts:
     """The projections of one attention layer.
@@ -64,7 +67,7 @@ class AttentionParts:
     head_dim: int
     n_head: int
     n_kv_head: int
-    set_heads: Callable[[int, int], list[tuple[Callable[[], None], Callable[[], None]]]]
+    set_heads: Callable[[int, int], Steps]
 
 
 @dataclass
@@ -85,6 +88,7 @@ class BlockParts:
     module: nn.Module
     attn: AttentionParts
     ffn: FFNParts
+    norms: list[nn.Module] = field(default_factory=list)
 
 
 @dataclass
@@ -103,14 +107,28 @@ class TransformerParts:
         ``set_depth(new_blocks)`` returns ``(do, undo)`` pairs that update what the
         model keeps about its depth (Hugging Face: ``config.num_hidden_layers``, each
         attention's ``layer_idx``).
+    embeddings : list of nn.Module
+        The modules that write the input into the stream (token, learned position).
+    final_norm : nn.Module or None
+        The norm before the head.
+    head : nn.Module or None
+        The LM head (``None`` for a base model without one).
+    tied : bool
+        Whether the head shares the token embedding's weight.
+    set_width : callable
+        ``set_width(d_model, n_head, n_kv_head, d_ff)`` returns ``(do, undo)`` pairs
+        that update what the model keeps about its widths (Hugging Face's config).
     """
 
     container: str
     blocks: list[BlockParts]
     pre_ln: bool = True
-    set_depth: Callable[[list[nn.Module]], list[tuple[Callable[[], None], Callable[[], None]]]] = (
-        field(default=lambda blocks: [])
-    )
+    set_depth: Callable[[list[nn.Module]], Steps] = field(default=lambda blocks: [])
+    embeddings: list[nn.Module] = field(default_factory=list)
+    final_norm: nn.Module | None = None
+    head: nn.Module | None = None
+    tied: bool = False
+    set_width: Callable[[int, int, int, int], Steps] = field(default=lambda d, h, kv, f: [])
 
 
 Finder = Callable[[nn.Module], TransformerParts]
