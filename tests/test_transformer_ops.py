@@ -10,6 +10,7 @@ from torch import nn
 from torchgrow import models
 from torchgrow.errors import GrowthInputError
 from torchgrow.ops import (
+    Ramp,
     add_heads,
     check_consistent,
     clone_width,
@@ -304,3 +305,49 @@ def test_clone_width_three_copies_and_separate_multipliers():
     with pytest.raises(GrowthInputError, match="positive int"):
         clone_width(model, 0, optimizer=opt)
     check_consistent(model, opt)
+
+
+def _hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("std", [0.02, 1.0])  # MSG: preserving whatever the new weights are
+@pytest.mark.parametrize("name", ["gpt", "hf-gpt2", "hf-llama"])
+def test_masked_ramp_preserves_at_zero_then_brings_the_structure_in(name, std):
+    model, opt, x = _trained(name)
+    before = _logits(model, x).detach()
+    ramp = Ramp(3)
+    gen = torch.Generator().manual_seed(0)
+    common = {"optimizer": opt, "example": x, "ramp": ramp, "std": std, "generator": gen}
+    records = [
+        grow_ffn(model, 4, fan_out="random", **common),
+        add_heads(model, 2 * (find_layout(model).blocks[0].attn.n_head
+                              // find_layout(model).blocks[0].attn.n_kv_head), **common),
+    ]  # fmt: skip
+    records.append(stack_blocks(model, [0, 1, 0, 1], optimizer=opt, example=x, ramp=ramp))
+    assert all(r.details["preserving"] and r.details["max_abs_dout"] <= 1e-5 for r in records)
+    assert (_logits(model, x) - before).abs().max() <= 1e-5 and ramp.active
+    moved = []
+    for _ in range(3):
+        _train_step(model, opt, x)
+        ramp.step()
+        moved.append(float((_logits(model, x).detach() - before).abs().max()))
+    assert ramp.value == 1.0 and not ramp.active and _hooks(model) == 0
+    assert moved[-1] > 1e-3
+    check_consistent(model, opt)
+
+
+def test_a_ramp_is_linear_and_a_failed_edit_leaves_no_mask():
+    ramp = Ramp(4)
+    values = []
+    for _ in range(5):
+        values.append(ramp.value)
+        ramp.step()
+    assert values == [0.0, 0.25, 0.5, 0.75, 1.0]
+    model, opt, x = _trained("gpt-swiglu-rms-gqa-tied")
+    ramp = Ramp(10)
+    with pytest.raises(GrowthInputError):
+        add_heads(model, 1, optimizer=opt, ramp=ramp)
+    assert not ramp.active and _hooks(model) == 0
+    with pytest.raises(GrowthInputError, match="positive int"):
+        Ramp(0)

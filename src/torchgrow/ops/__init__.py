@@ -22,6 +22,7 @@ from .masks import (
     weight_parameter,
 )
 from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent, flush_subnormal_state
+from .ramp import Ramp
 from .registry import LayerOps, Role, lookup, register, register_by_name, register_pass_through
 from .tx_clone import clone_width
 from .tx_depth import (
@@ -71,6 +72,7 @@ __all__ = [
     "grow_ffn",
     "add_heads",
     "clone_width",
+    "Ramp",
     "insert_identity_block",
     "stack_blocks",
     "g_stack_order",

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from ..errors import GrowthInputError
 from .edit import EditRecord, commit
-from .tx_layout import BlockParts, TransformerParts, find_layout
+from .ramp import Ramp, adopt_copied_masks
+from .tx_layout import BlockParts, Steps, TransformerParts, find_layout
 from .verify import Verifier
 
 __all__ = [
@@ -83,6 +84,7 @@ def _restack(
     copy_state: bool,
     verify: bool,
     example: Tensor | None,
+    extra: Steps = (),
 ) -> EditRecord:
     stack = _container(model, parts)
     old_modules = stack._modules
@@ -107,7 +109,7 @@ def _restack(
         [],
         optimizer=optimizer,
         record=record,
-        structural=[(do, undo), *parts.set_depth(new_blocks)],
+        structural=[(do, undo), *parts.set_depth(new_blocks), *extra],
         new_params_anchor=anchor,
         unknown_optimizer=unknown_optimizer,
         verify=checker,
@@ -180,6 +182,7 @@ def insert_identity_block(
         raise GrowthInputError(f"insert_identity_block: source must be in [0, {n}), got {source!r}")
     src = parts.blocks[source].module
     new = copy.deepcopy(src)
+    adopt_copied_masks(new)
     blocks = [b.module for b in parts.blocks]
     blocks.insert(index, new)
     _zero_output(_layout_of_copy(model, parts, new, source).blocks[source])
@@ -217,6 +220,7 @@ def stack_blocks(
     copy_state: bool = False,
     verify: bool = True,
     example: Tensor | None = None,
+    ramp: Ramp | None = None,
 ) -> EditRecord:
     """Rebuild the stack from source indices: block ``i`` of the result is a copy of ``order[i]``.
 
@@ -234,6 +238,10 @@ def stack_blocks(
         :func:`midas_order`, :func:`interleave_order`).
     optimizer, unknown_optimizer, copy_state, verify, example
         As in :func:`insert_identity_block`.
+    ramp : Ramp, optional
+        MSG's masked growth: each copy computes ``x + m * (block(x) - x)`` with ``m``
+        the ramp's value, so the function is kept at ``m = 0`` (then the edit is
+        verified as preserving).
 
     Returns
     -------
@@ -257,6 +265,7 @@ def stack_blocks(
         src = parts.blocks[i].module
         if i in used:
             new = copy.deepcopy(src)
+            adopt_copied_masks(new)
             sources[new] = src
             blocks.append(new)
         else:
@@ -268,7 +277,9 @@ def stack_blocks(
         modules=[f"{parts.container}.{j}" for j in range(len(blocks))],
         details={"order": order},
     )
+    masks = [] if ramp is None else [step for new in sources for step in ramp.mask_block(new)]
     return _restack(
-        model, parts, blocks, sources, record, preserve=False, optimizer=optimizer,
+        model, parts, blocks, sources, record, preserve=ramp is not None, optimizer=optimizer,
         unknown_optimizer=unknown_optimizer, copy_state=copy_state, verify=verify, example=example,
+        extra=masks,
     )  # fmt: skip

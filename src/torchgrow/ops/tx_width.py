@@ -14,7 +14,8 @@ from torch import Tensor, nn
 
 from ..errors import GrowthInputError
 from .edit import Change, EditRecord, commit
-from .tx_layout import BlockParts, TransformerParts, find_layout
+from .ramp import Ramp
+from .tx_layout import BlockParts, Steps, TransformerParts, find_layout
 from .verify import Verifier
 
 __all__ = ["grow_ffn", "add_heads"]
@@ -144,6 +145,7 @@ def grow_ffn(
     unknown_optimizer: str = "raise",
     verify: bool = True,
     example: Tensor | None = None,
+    ramp: Ramp | None = None,
 ) -> EditRecord:
     """Add ``k`` hidden units to the FFN of one block (or of every block).
 
@@ -177,6 +179,10 @@ def grow_ffn(
         With an example input, check the edited model (and, if preserving, its outputs).
     example : Tensor, optional
         Input to verify on (default the model's example input, if set).
+    ramp : Ramp, optional
+        MSG's masked growth: the new units' pre-activations (``up``'s new outputs) are
+        multiplied by the ramp's value, so the function is kept at ``m = 0`` whatever
+        ``fan_in`` and ``fan_out`` are (:class:`torchgrow.ops.Ramp`).
 
     Returns
     -------
@@ -187,10 +193,14 @@ def grow_ffn(
     parts = find_layout(model)
     chosen = _blocks(parts, block)
     changes: list[Change] = []
+    structural: Steps = []
     zero_in = isinstance(fan_in, str) and fan_in == "zero"
     zero_out = isinstance(fan_out, str) and fan_out == "zero"
     for b in chosen:
         f = b.ffn
+        if ramp is not None:
+            width = _width(f.up, "out")
+            structural += ramp.mask_outputs(f.up, torch.arange(width, width + k))
         rows = _given_or_made(fan_in, f.up, k, "out", generator, std, b.name)
         changes += _grow_out(f.up, rows)
         if f.gate is not None:
@@ -210,16 +220,9 @@ def grow_ffn(
         units_added=k,
         details={"blocks": [b.name for b in chosen]},
     )
+    preserve = zero_in or zero_out or ramp is not None
     return _run(
-        model,
-        changes,
-        [],
-        record,
-        optimizer,
-        unknown_optimizer,
-        zero_in or zero_out,
-        verify,
-        example,
+        model, changes, structural, record, optimizer, unknown_optimizer, preserve, verify, example
     )
 
 
@@ -255,6 +258,7 @@ def add_heads(
     unknown_optimizer: str = "raise",
     verify: bool = True,
     example: Tensor | None = None,
+    ramp: Ramp | None = None,
 ) -> EditRecord:
     """Add ``k`` attention heads (head width fixed) to one block or every block, preserving.
 
@@ -275,6 +279,10 @@ def add_heads(
         The block; default every block.
     std, generator, optimizer, unknown_optimizer, verify, example
         As in :func:`grow_ffn`.
+    ramp : Ramp, optional
+        MSG's masked growth: the new heads' queries, keys and values are multiplied by
+        the ramp's value, and the output projection's new columns are random too
+        (the function is kept at ``m = 0`` since the new values are 0).
 
     Returns
     -------
@@ -285,7 +293,7 @@ def add_heads(
     parts = find_layout(model)
     chosen = _blocks(parts, block)
     changes: list[Change] = []
-    structural = []
+    structural: Steps = []
     heads_after = []
     for b in chosen:
         a = b.attn
@@ -301,8 +309,15 @@ def add_heads(
             if a.n_head != a.n_kv_head:
                 raise GrowthInputError(f"add_heads: fused projection {a.name} with grouped heads")
             rows = _given_or_made("random", a.qkv, 3 * k * hd, "out", generator, std, a.name)
+            if ramp is not None:
+                new_pos = _positions(_width(a.qkv, "out"), k * hd, 3)[1]
+                structural += ramp.mask_outputs(a.qkv, new_pos)
             changes += _grow_out(a.qkv, rows, groups=3)
         else:
+            if ramp is not None:
+                for proj, n_new in ((a.q, k * hd), (a.k, kv_new * hd), (a.v, kv_new * hd)):
+                    width = _width(proj, "out")
+                    structural += ramp.mask_outputs(proj, torch.arange(width, width + n_new))
             changes += _grow_out(
                 a.q, _given_or_made("random", a.q, k * hd, "out", generator, std, a.name)
             )
@@ -310,7 +325,8 @@ def add_heads(
                 changes += _grow_out(
                     proj, _given_or_made("random", proj, kv_new * hd, "out", generator, std, a.name)
                 )
-        changes += _grow_in(a.o, _given_or_made("zero", a.o, k * hd, "in", generator, std, a.name))
+        o_init = "zero" if ramp is None else "random"
+        changes += _grow_in(a.o, _given_or_made(o_init, a.o, k * hd, "in", generator, std, a.name))
         structural += a.set_heads(a.n_head + k, a.n_kv_head + kv_new)
         heads_after.append(a.n_head + k)
     record = EditRecord(
