@@ -10,6 +10,7 @@ from torch import nn
 from torchgrow import models
 from torchgrow.errors import GrowthInputError
 from torchgrow.ops import (
+    OptimizerPolicy,
     Ramp,
     add_heads,
     check_consistent,
@@ -351,3 +352,58 @@ def test_a_ramp_is_linear_and_a_failed_edit_leaves_no_mask():
     assert not ramp.active and _hooks(model) == 0
     with pytest.raises(GrowthInputError, match="positive int"):
         Ramp(0)
+
+
+def test_policy_reset_drops_the_grown_parameters_state():
+    model, opt, x = _trained("gpt")
+    untouched = model.tok_emb.weight
+    record = grow_ffn(model, 4, optimizer=opt, example=x, policy=OptimizerPolicy("reset"))
+    assert record.replaced and all(p not in opt.state for p in record.replaced.values())
+    assert untouched in opt.state
+    _train_step(model, opt, x)
+    assert all(int(opt.state[p]["step"]) == 1 for p in record.replaced.values())
+
+
+def test_policy_copy_gives_copies_their_sources_state():
+    model, opt, x = _trained("hf-llama")
+    src = list(find_layout(model).blocks[0].module.parameters())
+    stack_blocks(model, [0, 1, 0], optimizer=opt, example=x, policy=OptimizerPolicy("copy"))
+    copy_params = list(find_layout(model).blocks[2].module.parameters())
+    for a, b in zip(src, copy_params, strict=True):
+        assert a is not b and torch.equal(opt.state[a]["exp_avg_sq"], opt.state[b]["exp_avg_sq"])
+    with pytest.raises(GrowthInputError, match="not both"):
+        stack_blocks(model, [0, 1, 2], optimizer=opt, copy_state=True, policy=OptimizerPolicy())
+
+
+def test_policy_rewarm_scales_only_the_new_entries_updates():
+    import copy
+
+    torch.manual_seed(0)
+    plain = _gpt()
+    warm = copy.deepcopy(plain)
+    x = torch.randint(0, VOCAB, (3, T_LEN))
+    policy = OptimizerPolicy(rewarm_steps=4)
+    deltas, opts = {}, {}
+    for name, model, pol in (("plain", plain, None), ("warm", warm, policy)):
+        opts[name] = torch.optim.SGD(model.parameters(), lr=0.1)
+        gen = torch.Generator().manual_seed(5)
+        grow_ffn(model, 4, fan_out="random", generator=gen, optimizer=opts[name], example=x,
+                 policy=pol)  # fmt: skip
+        up = model.blocks[0].mlp.up.weight
+        before = up.detach().clone()
+        _train_step(model, opts[name], x)
+        deltas[name] = up.detach() - before
+    old, new = slice(0, 64), slice(64, 68)
+    assert torch.allclose(deltas["warm"][old], deltas["plain"][old], atol=1e-7)
+    assert torch.allclose(deltas["warm"][new], 0.25 * deltas["plain"][new], atol=1e-7)
+    assert deltas["plain"][new].abs().sum() > 0
+    for _ in range(3):
+        assert policy.rewarming
+        _train_step(warm, opts["warm"], x)
+    assert not policy.rewarming and not opts["warm"]._optimizer_step_pre_hooks
+
+
+@pytest.mark.parametrize("kwargs", [{"state": "fresh"}, {"rewarm_steps": -1}])
+def test_policy_rejects_bad_settings(kwargs):
+    with pytest.raises(GrowthInputError):
+        OptimizerPolicy(**kwargs)

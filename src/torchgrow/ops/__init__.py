@@ -21,6 +21,7 @@ from .masks import (
     remove_mask,
     weight_parameter,
 )
+from .optim_policy import OptimizerPolicy
 from .optim_state import SUPPORTED_OPTIMIZERS, check_consistent, flush_subnormal_state
 from .ramp import Ramp
 from .registry import LayerOps, Role, lookup, register, register_by_name, register_pass_through
@@ -73,6 +74,7 @@ __all__ = [
     "add_heads",
     "clone_width",
     "Ramp",
+    "OptimizerPolicy",
     "insert_identity_block",
     "stack_blocks",
     "g_stack_order",

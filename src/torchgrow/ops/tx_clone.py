@@ -24,9 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError
-from .edit import Change, EditRecord, commit
+from .edit import Change, EditRecord
+from .optim_policy import OptimizerPolicy
+from .tx_commit import run_edit
 from .tx_layout import AttentionParts, TransformerParts, find_layout
-from .verify import Verifier
 
 __all__ = ["clone_width"]
 
@@ -163,6 +164,7 @@ def clone_width(
     unknown_optimizer: str = "raise",
     verify: bool = True,
     example: Tensor | None = None,
+    policy: OptimizerPolicy | None = None,
 ) -> EditRecord:
     """Multiply a transformer's widths by integers, preserving its function (HyperCloning).
 
@@ -191,6 +193,9 @@ def clone_width(
         With an example input, roll back unless the outputs stay within the tolerance.
     example : Tensor, optional
         Input to verify on (default the model's example input, if set).
+    policy : OptimizerPolicy, optional
+        ``state="reset"`` drops the grown parameters' state (the paper starts a fresh
+        optimizer); the default tiles it.
 
     Returns
     -------
@@ -233,11 +238,8 @@ def clone_width(
         modules=[b.name for b in parts.blocks],
         details={"n": n, "ffn_mult": fm, "heads_mult": hm, "snr_db": snr_db, "d_model_after": d},
     )
-    checker = (
-        Verifier(model, f"clone_width(n={n})", preserve=True, example=example) if verify else None
-    )
-    commit(model, changes, optimizer=optimizer, record=record, structural=structural,
-           unknown_optimizer=unknown_optimizer, verify=checker)  # fmt: skip
-    record.details["preserving"] = True
-    record.details["max_abs_dout"] = float("nan") if checker is None else checker.max_delta
-    return record
+    return run_edit(
+        model, changes, structural, record, optimizer=optimizer,
+        unknown_optimizer=unknown_optimizer, preserve=True, verify=verify, example=example,
+        policy=policy,
+    )  # fmt: skip

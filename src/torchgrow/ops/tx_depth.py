@@ -26,10 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError
-from .edit import EditRecord, commit
+from .edit import EditRecord
+from .optim_policy import OptimizerPolicy
 from .ramp import Ramp, adopt_copied_masks
+from .tx_commit import run_edit
 from .tx_layout import BlockParts, Steps, TransformerParts, find_layout
-from .verify import Verifier
 
 __all__ = [
     "insert_identity_block",
@@ -85,6 +86,7 @@ def _restack(
     verify: bool,
     example: Tensor | None,
     extra: Steps = (),
+    policy: OptimizerPolicy | None = None,
 ) -> EditRecord:
     stack = _container(model, parts)
     old_modules = stack._modules
@@ -99,32 +101,20 @@ def _restack(
         stack._modules = old_modules
 
     anchor = next(iter(parts.blocks[0].module.parameters()), None)
-    checker = (
-        Verifier(model, f"{record.op}({parts.container!r})", preserve=preserve, example=example)
-        if verify
-        else None
-    )
-    commit(
-        model,
-        [],
-        optimizer=optimizer,
-        record=record,
-        structural=[(do, undo), *parts.set_depth(new_blocks), *extra],
-        new_params_anchor=anchor,
-        unknown_optimizer=unknown_optimizer,
-        verify=checker,
-    )
-    if copy_state and optimizer is not None:
-        for new, src in sources.items():
-            for p_new, p_src in zip(new.parameters(), src.parameters(), strict=True):
-                state = optimizer.state.get(p_src)
-                if state:
-                    optimizer.state[p_new] = {
-                        key: v.clone() if isinstance(v, Tensor) else copy.deepcopy(v)
-                        for key, v in state.items()
-                    }
-    record.details["preserving"] = preserve
-    record.details["max_abs_dout"] = float("nan") if checker is None else checker.max_delta
+    if copy_state and policy is not None:
+        raise GrowthInputError(f"{record.op}: pass copy_state=True or policy=, not both")
+    if copy_state:
+        policy = OptimizerPolicy("copy")
+    params = {
+        p_new: p_src
+        for new, src in sources.items()
+        for p_new, p_src in zip(new.parameters(), src.parameters(), strict=True)
+    }
+    run_edit(
+        model, [], [(do, undo), *parts.set_depth(new_blocks), *extra], record,
+        optimizer=optimizer, unknown_optimizer=unknown_optimizer, preserve=preserve,
+        verify=verify, example=example, policy=policy, anchor=anchor, sources=params,
+    )  # fmt: skip
     record.details["depth_after"] = len(new_blocks)
     return record
 
@@ -139,6 +129,7 @@ def insert_identity_block(
     copy_state: bool = False,
     verify: bool = True,
     example: Tensor | None = None,
+    policy: OptimizerPolicy | None = None,
 ) -> EditRecord:
     """Insert, at position ``index``, a copy of block ``source`` whose output projections are zero.
 
@@ -160,11 +151,14 @@ def insert_identity_block(
     unknown_optimizer : {"raise", "reset"}
         See :func:`torchgrow.ops.widen`.
     copy_state : bool
-        Give the new parameters a copy of the source's optimizer state (default: none).
+        Give the new parameters a copy of the source's optimizer state (default: none);
+        the same as ``policy=OptimizerPolicy("copy")``.
     verify : bool
         With an example input, roll back unless the outputs stay within the tolerance.
     example : Tensor, optional
         Input to verify on (default the model's example input, if set).
+    policy : OptimizerPolicy, optional
+        What the optimizer does with the new block (:class:`torchgrow.ops.OptimizerPolicy`).
 
     Returns
     -------
@@ -195,6 +189,7 @@ def insert_identity_block(
     return _restack(
         model, parts, blocks, {new: src}, record, preserve=True, optimizer=optimizer,
         unknown_optimizer=unknown_optimizer, copy_state=copy_state, verify=verify, example=example,
+        policy=policy,
     )  # fmt: skip
 
 
@@ -221,6 +216,7 @@ def stack_blocks(
     verify: bool = True,
     example: Tensor | None = None,
     ramp: Ramp | None = None,
+    policy: OptimizerPolicy | None = None,
 ) -> EditRecord:
     """Rebuild the stack from source indices: block ``i`` of the result is a copy of ``order[i]``.
 
@@ -236,7 +232,7 @@ def stack_blocks(
     order : sequence of int
         Source index of each block of the new stack (:func:`g_stack_order`,
         :func:`midas_order`, :func:`interleave_order`).
-    optimizer, unknown_optimizer, copy_state, verify, example
+    optimizer, unknown_optimizer, copy_state, verify, example, policy
         As in :func:`insert_identity_block`.
     ramp : Ramp, optional
         MSG's masked growth: each copy computes ``x + m * (block(x) - x)`` with ``m``
@@ -281,5 +277,5 @@ def stack_blocks(
     return _restack(
         model, parts, blocks, sources, record, preserve=ramp is not None, optimizer=optimizer,
         unknown_optimizer=unknown_optimizer, copy_state=copy_state, verify=verify, example=example,
-        extra=masks,
+        extra=masks, policy=policy,
     )  # fmt: skip

@@ -13,10 +13,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError
-from .edit import Change, EditRecord, commit
+from .edit import Change, EditRecord
+from .optim_policy import OptimizerPolicy
 from .ramp import Ramp
+from .tx_commit import run_edit
 from .tx_layout import BlockParts, Steps, TransformerParts, find_layout
-from .verify import Verifier
 
 __all__ = ["grow_ffn", "add_heads"]
 
@@ -109,29 +110,6 @@ def _check_k(k: object, what: str) -> int:
     return k
 
 
-def _run(
-    model: nn.Module,
-    changes: list[Change],
-    structural: list,
-    record: EditRecord,
-    optimizer,
-    unknown: str,
-    preserve: bool,
-    verify: bool,
-    example: Tensor | None,
-) -> EditRecord:
-    checker = (
-        Verifier(model, f"{record.op}({record.target!r})", preserve=preserve, example=example)
-        if verify
-        else None
-    )
-    commit(model, changes, optimizer=optimizer, record=record, structural=structural,
-           unknown_optimizer=unknown, verify=checker)  # fmt: skip
-    record.details["preserving"] = preserve
-    record.details["max_abs_dout"] = float("nan") if checker is None else checker.max_delta
-    return record
-
-
 def grow_ffn(
     model: nn.Module,
     k: int,
@@ -146,6 +124,7 @@ def grow_ffn(
     verify: bool = True,
     example: Tensor | None = None,
     ramp: Ramp | None = None,
+    policy: OptimizerPolicy | None = None,
 ) -> EditRecord:
     """Add ``k`` hidden units to the FFN of one block (or of every block).
 
@@ -183,6 +162,9 @@ def grow_ffn(
         MSG's masked growth: the new units' pre-activations (``up``'s new outputs) are
         multiplied by the ramp's value, so the function is kept at ``m = 0`` whatever
         ``fan_in`` and ``fan_out`` are (:class:`torchgrow.ops.Ramp`).
+    policy : OptimizerPolicy, optional
+        What the optimizer does with the new weights (:class:`torchgrow.ops.OptimizerPolicy`;
+        default: the carry, new entries at zero state).
 
     Returns
     -------
@@ -221,9 +203,11 @@ def grow_ffn(
         details={"blocks": [b.name for b in chosen]},
     )
     preserve = zero_in or zero_out or ramp is not None
-    return _run(
-        model, changes, structural, record, optimizer, unknown_optimizer, preserve, verify, example
-    )
+    return run_edit(
+        model, changes, structural, record, optimizer=optimizer,
+        unknown_optimizer=unknown_optimizer, preserve=preserve, verify=verify, example=example,
+        policy=policy,
+    )  # fmt: skip
 
 
 def _given_or_made(
@@ -259,6 +243,7 @@ def add_heads(
     verify: bool = True,
     example: Tensor | None = None,
     ramp: Ramp | None = None,
+    policy: OptimizerPolicy | None = None,
 ) -> EditRecord:
     """Add ``k`` attention heads (head width fixed) to one block or every block, preserving.
 
@@ -283,6 +268,8 @@ def add_heads(
         MSG's masked growth: the new heads' queries, keys and values are multiplied by
         the ramp's value, and the output projection's new columns are random too
         (the function is kept at ``m = 0`` since the new values are 0).
+    policy : OptimizerPolicy, optional
+        As in :func:`grow_ffn`.
 
     Returns
     -------
@@ -336,6 +323,8 @@ def add_heads(
         units_added=k,
         details={"blocks": [b.name for b in chosen], "heads_after": heads_after},
     )
-    return _run(
-        model, changes, structural, record, optimizer, unknown_optimizer, True, verify, example
-    )
+    return run_edit(
+        model, changes, structural, record, optimizer=optimizer,
+        unknown_optimizer=unknown_optimizer, preserve=True, verify=verify, example=example,
+        policy=policy,
+    )  # fmt: skip
