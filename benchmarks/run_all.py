@@ -19,6 +19,7 @@ BENCHMARKS = [
     "compare_fashion_mnist",
     "graph_coverage",
     "growth_cost",
+    "transformer_growth",
 ]
 
 
