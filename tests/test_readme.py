@@ -44,3 +44,16 @@ def test_readme_own_model_example_runs(capsys):
     assert namespace["model"].model.layers[0].mlp.gate_proj.out_features == 64 + 16
     moved = (namespace["model"](namespace["ids"]).logits - namespace["before"]).abs().max()
     assert moved < 1e-5
+
+
+def test_readme_transformer_example_runs(capsys):
+    code = re.search(r"### Growing transformers.*?```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, "README lost its transformer example"
+    torch.manual_seed(0)
+    namespace: dict = {}
+    exec(compile(code.group(1), str(README), "exec"), namespace)
+    model, x, before = namespace["model"], namespace["x"], namespace["before"]
+    assert len(model.blocks) == 3 and model.tok_emb.embedding_dim == 128
+    assert model.blocks[0].attn.n_head == 6 and namespace["ramp"].active
+    assert float((model(x) - before).detach().abs().max()) <= 1e-5
+    assert float(capsys.readouterr().out.split()[-1]) <= 1e-5
