@@ -19,8 +19,10 @@ BENCHMARKS = [
     "compare_fashion_mnist",
     "graph_coverage",
     "growth_cost",
-    "transformer_growth",
 ]
+# Written, run in the test suite's quick mode, but without a committed full result yet:
+# `run_all` runs them when named; they join BENCHMARKS with their first result.
+PENDING = ["transformer_growth"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="smoke-test settings")
     args = ap.parse_args(argv)
     for name in args.names or BENCHMARKS:
-        if name not in BENCHMARKS:
-            raise SystemExit(f"unknown benchmark {name!r}; choose from {BENCHMARKS}")
+        if name not in BENCHMARKS + PENDING:
+            raise SystemExit(f"unknown benchmark {name!r}; choose from {BENCHMARKS + PENDING}")
         t0 = time.perf_counter()
         print(f"== {name}")
         importlib.import_module(f"benchmarks.{name}").main(["--quick"] if args.quick else [])

@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import render  # noqa: E402
 from benchmarks.common import results_dir  # noqa: E402
-from benchmarks.run_all import BENCHMARKS  # noqa: E402
+from benchmarks.run_all import BENCHMARKS, PENDING  # noqa: E402
 
 ARGS = {"ddp_growth": ["--quick", "--batch", "64"]}
 
@@ -36,7 +36,7 @@ def _quoted_keys(name: str) -> set[str]:
     return keys
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+@pytest.mark.parametrize("name", BENCHMARKS + PENDING)
 def test_quick_mode_runs_and_writes_a_stamped_result(name):
     if name == "ddp_growth" and not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("needs torch.distributed with gloo")
@@ -61,3 +61,12 @@ def test_quick_mode_runs_and_writes_a_stamped_result(name):
         assert payload["single"]["processes"] == 1 and payload["ddp"]["processes"] == 2
         for setup in ("single", "ddp"):
             assert all(t > 0 for t in payload[setup]["growth_step_all_s"])
+    if name == "transformer_growth":
+        target = next(r for r in payload["runs"] if r["method"] == "scratch")["params"]
+        assert all(r["params"] == target for r in payload["runs"])  # every method ends at the target
+        for r in payload["runs"]:
+            for g in r["growths"]:
+                preserving = r["method"] in ("MSG", "HyperCloning", "LEMON")
+                assert (g["max_abs_dout"] <= 1e-5) == preserving, (r["method"], g)
+                if preserving:
+                    assert abs(g["val_after"] - g["val_before"]) <= 1e-4
