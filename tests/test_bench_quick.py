@@ -63,7 +63,9 @@ def test_quick_mode_runs_and_writes_a_stamped_result(name):
             assert all(t > 0 for t in payload[setup]["growth_step_all_s"])
     if name == "transformer_growth":
         target = next(r for r in payload["runs"] if r["method"] == "scratch")["params"]
-        assert all(r["params"] == target for r in payload["runs"])  # every method ends at the target
+        assert all(
+            r["params"] == target for r in payload["runs"]
+        )  # every method ends at the target
         for r in payload["runs"]:
             for g in r["growths"]:
                 preserving = r["method"] in ("MSG", "HyperCloning", "LEMON")
