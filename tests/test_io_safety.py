@@ -156,7 +156,11 @@ def test_own_classes_need_to_be_allowed_or_trusted(tmp_path):
 
 
 def test_every_torchgrow_model_family_loads_on_the_safe_path(tmp_path):
-    required = {"mlp": {"widths": [4, 3, 2]}, "residual_mlp": {"in_features": 16}}
+    required = {
+        "mlp": {"widths": [4, 3, 2]},
+        "residual_mlp": {"in_features": 16},
+        "gpt": {"vocab_size": 16, "n_layer": 2, "d_model": 32},
+    }
     for name, build in models.MODELS.items():
         model = build(**required.get(name, {}))
         ckpt = torchgrow.load(torchgrow.save(tmp_path / f"{name}.pt", model))
