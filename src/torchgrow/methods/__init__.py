@@ -7,12 +7,18 @@ that the description cannot drift from the code.
 
 from .autogrow import DESCRIPTION as AUTOGROW_DESCRIPTION
 from .autogrow import AutoGrow
+from .cloning import HYPERCLONING_DESCRIPTION, LEMON, LEMON_DESCRIPTION, HyperCloning
 from .compnet import DESCRIPTION as COMPNET_DESCRIPTION
 from .compnet import CompNet
 from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
 from .gradmax import GradMax
+from .msg import DESCRIPTION as MSG_DESCRIPTION
+from .msg import MSG
 from .nest import DESCRIPTION as NEST_DESCRIPTION
 from .nest import NeST
+from .scheduled import ScheduledGrowth
+from .stacking import DESCRIPTION as G_STACK_DESCRIPTION
+from .stacking import MIDAS, MIDAS_DESCRIPTION, GStack
 
 __all__ = [
     "GradMax",
@@ -23,4 +29,15 @@ __all__ = [
     "AUTOGROW_DESCRIPTION",
     "CompNet",
     "COMPNET_DESCRIPTION",
+    "ScheduledGrowth",
+    "GStack",
+    "G_STACK_DESCRIPTION",
+    "MIDAS",
+    "MIDAS_DESCRIPTION",
+    "MSG",
+    "MSG_DESCRIPTION",
+    "HyperCloning",
+    "HYPERCLONING_DESCRIPTION",
+    "LEMON",
+    "LEMON_DESCRIPTION",
 ]
