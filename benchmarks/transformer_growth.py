@@ -23,8 +23,14 @@ deviations are named in ``docs/transformers.md``):
   the peak at the first two events; optimizer carried.
 * ``HyperCloning``: 4 layers at d_model 64 (2 heads, FFN 256) for 40 %, cloned x2
   (residual stream, heads, FFN); fresh AdamW, warm-up + cosine over the rest.
+  ``HyperCloning 10 dB`` adds the paper's symmetry-breaking noise at 10 dB.
 * ``LEMON``: 2 layers at d_model 64 for 40 %, cloned x2 in width and each block
-  followed by an identity copy; fresh AdamW, re-warm 4 %, cosine to 0.1.
+  followed by an identity copy; fresh AdamW, re-warm-up from 0.1 of the peak over
+  4 % of the steps, cosine to 0.1.
+
+Each contender is the :mod:`torchgrow.methods` class of that name, run through
+its ``update(step)``; the small phases of HyperCloning and LEMON run their own
+warm-up + cosine schedule to the expansion.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from torch import nn
 
 from benchmarks.common import markdown_table, results_dir, write_results
 from torchgrow import data as tg_data
-from torchgrow import models, ops
+from torchgrow import methods, models
 
 TARGET = {"n_layer": 4, "d_model": 128, "n_head": 4, "d_ff": 512}
 BATCH, CONTEXT, PEAK_LR = 32, 64, 2e-3
@@ -70,151 +76,35 @@ def adamw(model: nn.Module) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model), lr=PEAK_LR, betas=(0.9, 0.95))
 
 
-def regroup(opt: torch.optim.Optimizer, model: nn.Module) -> None:
-    """Put every parameter in the group its kind belongs to (an edit adds new ones to one)."""
-    want = param_groups(model)
-    decay = {id(p) for p in want[0]["params"]}
-    params = [p for g in opt.param_groups for p in g["params"]]
-    opt.param_groups[0]["params"] = [p for p in params if id(p) in decay]
-    opt.param_groups[1]["params"] = [p for p in params if id(p) not in decay]
+class Scratch(methods.ScheduledGrowth):
+    """The target trained from scratch: no events, one warm-up + cosine schedule."""
 
-
-def cosine(step: int, start: int, length: int, warm: float = 0.05, floor: float = 0.1) -> float:
-    """Warm-up (``warm`` of the phase, at least 10 steps) then cosine to ``floor`` of the peak."""
-    t = step - start
-    w = max(10, round(warm * length))
-    if t < w:
-        return (t + 1) / w
-    progress = min(1.0, (t - w) / max(1, length - w))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    name = "scratch"
+    events: list = []
 
 
 @dataclass
-class Event:
-    """A growth at a step: ``apply(model, opt, x) -> (record, new optimizer or None)``."""
+class Contender:
+    """A method's name, the model it starts from, and how to build its schedule."""
 
-    at: float
-    name: str
-    apply: Callable[..., tuple[ops.EditRecord, torch.optim.Optimizer | None]]
-
-
-@dataclass
-class Method:
     name: str
     start: dict[str, int]
-    events: list[Event]
-    lr: Callable[[int, int, list[int]], float]  # (step, total, event steps) -> multiplier
-    reuse: bool = False  # HyperCloning/LEMON count savings also without the small phase
+    build: Callable[..., methods.ScheduledGrowth]  # (model, optimizer, steps, example)
 
 
-def _scratch_lr(step: int, total: int, events: list[int]) -> float:
-    return cosine(step, 0, total)
-
-
-def _restart_lr(step: int, total: int, events: list[int], warm: float = 0.05) -> float:
-    """A schedule of its own for the small phase and one for the grown model (fresh restart)."""
-    if not events or step < events[-1]:
-        return cosine(step, 0, events[-1] if events else total, warm)
-    return cosine(step, events[-1], total - events[-1], warm)
-
-
-def _g_stack_lr(step: int, total: int, events: list[int]) -> float:
-    if events and step < events[0]:  # the base: warm-up then constant (checkpoint mid-schedule)
-        return min(1.0, (step + 1) / max(1, min(10, events[0])))
-    return cosine(step, events[0] if events else 0, total - (events[0] if events else 0))
-
-
-def _msg_lr(step: int, total: int, events: list[int]) -> float:
-    """Linear decay after warm-up, rewound to the peak at the first two events (MSG's rule)."""
-    w = max(10, round(0.05 * total))
-    if step < w:
-        return (step + 1) / w
-    shift = 0
-    for t_e in events[:2]:
-        if step >= t_e:
-            shift = t_e - w
-    return max(0.0, (total - step + shift) / (total - w))
-
-
-def _fresh(
-    model: nn.Module, record: ops.EditRecord
-) -> tuple[ops.EditRecord, torch.optim.Optimizer]:
-    return record, adamw(model)
-
-
-def _carried(opt: torch.optim.Optimizer, model: nn.Module, record: ops.EditRecord):
-    regroup(opt, model)
-    return record, None
-
-
-def methods(ramp_steps: int) -> list[Method]:
-    """The contenders (see the module docstring)."""
+def contenders() -> list[Contender]:
+    """The contenders (see the module docstring); each is a :mod:`torchgrow.methods` class."""
     small_w = {"n_layer": 4, "d_model": 64, "n_head": 2, "d_ff": 256}
-
-    def stack(m, o, x):
-        return _fresh(m, ops.stack_blocks(m, ops.g_stack_order(1, 4), optimizer=None, example=x))
-
-    def midas(m, o, x):
-        n = len(m.blocks)
-        return _carried(o, m, ops.stack_blocks(m, ops.midas_order(n), optimizer=o, example=x))
-
-    def clone(m, o, x):
-        return _fresh(m, ops.clone_width(m, 2, optimizer=None, example=x))
-
-    def lemon(m, o, x):
-        r = ops.clone_width(m, 2, optimizer=None, example=x)
-        for i in range(len(m.blocks) - 1, -1, -1):
-            r2 = ops.insert_identity_block(m, i + 1, source=i, example=x)
-            r.details["max_abs_dout"] = max(r.details["max_abs_dout"], r2.details["max_abs_dout"])
-        return _fresh(m, r)
-
-    ramps: dict[str, ops.Ramp] = {}
-
-    def msg(kind: str):
-        def apply(m, o, x):
-            ramp = ramps[kind] = ops.Ramp(ramp_steps)
-            gen = torch.Generator().manual_seed(len(ramps))
-            kw = {"optimizer": o, "example": x, "ramp": ramp}
-            if kind == "ffn":
-                r = ops.grow_ffn(m, 384, fan_out="random", std=0.02, generator=gen, **kw)
-            elif kind == "heads":
-                r = ops.add_heads(m, 2, std=0.02, generator=gen, **kw)
-            else:
-                n = len(m.blocks)
-                r = ops.stack_blocks(m, [*range(n), *range(n)], **kw)  # MSG appends copies
-            r.details["ramp"] = ramp
-            return _carried(o, m, r)
-
-        return apply
-
+    msg_start = {"n_layer": 1, "d_model": 128, "n_head": 2, "head_dim": 32, "d_ff": 128}
+    msg_target = {"d_ff": TARGET["d_ff"], "n_head": TARGET["n_head"], "n_layer": TARGET["n_layer"]}
     return [
-        Method("scratch", TARGET, [], _scratch_lr),
-        Method("G_stack", {**TARGET, "n_layer": 1}, [Event(0.033, "stack x4", stack)], _g_stack_lr),
-        Method(
-            "MIDAS",
-            {**TARGET, "n_layer": 1},
-            [Event(f, f"middle copy {i + 2}L", midas) for i, f in enumerate((0.05, 0.15, 0.30))],
-            _scratch_lr,
-        ),
-        Method(
-            "MSG",
-            {"n_layer": 1, "d_model": 128, "n_head": 2, "head_dim": 32, "d_ff": 128},
-            [
-                Event(0.10, "FFN 128->512", msg("ffn")),
-                Event(0.20, "layers 1->2", msg("layers")),
-                Event(0.40, "heads 2->4", msg("heads")),
-                Event(0.50, "layers 2->4", msg("layers")),
-            ],
-            _msg_lr,
-        ),
-        Method("HyperCloning", small_w, [Event(0.40, "clone x2", clone)], _restart_lr, True),
-        Method(
-            "LEMON",
-            {**small_w, "n_layer": 2},
-            [Event(0.40, "width x2 + depth x2", lemon)],
-            lambda s, t, e: _restart_lr(s, t, e, warm=0.04 / 0.6 if e and s >= e[-1] else 0.05),
-            True,
-        ),
+        Contender("scratch", TARGET, Scratch),
+        Contender("G_stack", {**TARGET, "n_layer": 1}, methods.GStack),
+        Contender("MIDAS", {**TARGET, "n_layer": 1}, methods.MIDAS),
+        Contender("MSG", msg_start, lambda *a: methods.MSG(*a, **msg_target)),
+        Contender("HyperCloning", small_w, methods.HyperCloning),
+        Contender("HyperCloning 10 dB", small_w, lambda *a: methods.HyperCloning(*a, snr_db=10.0)),
+        Contender("LEMON", {**small_w, "n_layer": 2}, methods.LEMON),
     ]
 
 
@@ -232,56 +122,66 @@ def _eval(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 128) 
     return total / y.numel()
 
 
-def run(method: Method, text: tg_data.TextData, steps: int, seed: int, eval_every: int,
+def run(contender: Contender, text: tg_data.TextData, steps: int, seed: int, eval_every: int,
         n_eval: int | None, batch: int = BATCH) -> dict[str, Any]:  # fmt: skip
     torch.manual_seed(seed)
-    model = models.gpt(text.vocab_size, context=CONTEXT, **method.start)
-    opt = adamw(model)
+    model = models.gpt(text.vocab_size, context=CONTEXT, **contender.start)
     vx, vy = text.windows("valid")
     tx, ty = text.windows("test")
     if n_eval is not None:
         vx, vy, tx, ty = vx[:n_eval], vy[:n_eval], tx[:n_eval], ty[:n_eval]
-    event_steps = sorted({max(1, round(e.at * steps)) for e in method.events})
-    todo = {max(1, round(e.at * steps)): [] for e in method.events}
-    for e in method.events:
-        todo[max(1, round(e.at * steps))].append(e)
+    method = contender.build(model, adamw(model), steps, vx[:8])
+    event_steps = set(method.event_steps())
     batches = text.batches(batch, seed=1000 + seed)
-    flops, curve, growths, ramps = 0.0, [], [], []
+    flops, curve, growths = 0.0, [], []
     t0 = time.perf_counter()
     for step in range(steps):
-        for e in todo.get(step, []):
-            x_probe = vx[:8]
-            before = _eval(model, vx, vy)
-            record, new_opt = e.apply(model, opt, x_probe)
-            opt = new_opt or opt
+        before = _eval(model, vx, vy) if step in event_steps else None
+        for _ in method.update(step):
             after = _eval(model, vx, vy)
-            if "ramp" in record.details:
-                ramps.append(record.details.pop("ramp"))
-            growths.append({"step": step, "event": e.name, "val_before": before, "val_after": after,
-                            "max_abs_dout": record.details.get("max_abs_dout"),
+            e = method.log[-1]
+            growths.append({"step": step, "event": e["event"], "val_before": before,
+                            "val_after": after, "max_abs_dout": e["max_abs_dout"],
                             "params_after": models.count_parameters(model)})  # fmt: skip
             curve.append({"step": step, "flops": flops, "val": after})
         if step % eval_every == 0 and not (curve and curve[-1]["step"] == step):
             curve.append({"step": step, "flops": flops, "val": _eval(model, vx, vy)})
-        for g in opt.param_groups:
-            g["lr"] = PEAK_LR * method.lr(step, steps, event_steps)
         xb, yb = next(batches)
         loss = F.cross_entropy(model(xb).flatten(0, 1), yb.flatten())
-        opt.zero_grad(set_to_none=True)
+        method.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        for r in ramps:
-            if r.active:
-                r.step()
+        method.optimizer.step()
         flops += flops_per_token(model) * batch * CONTEXT
     curve.append({"step": steps, "flops": flops, "val": _eval(model, vx, vy)})
     return {
-        "method": method.name, "seed": seed, "start": method.start, "curve": curve,
+        "method": contender.name, "seed": seed, "start": contender.start, "curve": curve,
         "growths": growths, "flops": flops, "val": curve[-1]["val"], "test": _eval(model, tx, ty),
         "params": models.count_parameters(model), "seconds": time.perf_counter() - t0,
         "small_flops": _flops_before(curve, growths[-1]["step"]) if growths else 0.0,
+        "description": method.describe(),
+        "asymmetry": asymmetry(model, vx[:32]) if contender.name.startswith(("Hyper", "LEMON"))
+        else None,
     }  # fmt: skip
+
+
+def asymmetry(model: nn.Module, x: torch.Tensor) -> float:
+    """``||a - b|| / ||a||`` of the two halves of the residual stream before the final norm.
+
+    A width-cloned model starts as two exact copies (0); without noise, deterministic
+    kernels keep them equal, so this says whether the cloned halves ever diverged.
+    """
+    seen = {}
+    handle = model.norm_f.register_forward_pre_hook(lambda m, a: seen.update(h=a[0].detach()))
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(x)
+            model.train()
+    finally:
+        handle.remove()
+    a, b = seen["h"].chunk(2, dim=-1)
+    return float((a - b).norm() / a.norm().clamp_min(1e-12))
 
 
 def _flops_before(curve: list[dict[str, Any]], step: int) -> float:
@@ -328,13 +228,19 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "FLOPs to L* / scratch": _mean_std(reached) if reached else "not reached",
             "saved": f"{100 * (1 - sum(reached) / len(reached)):.0f} %" if reached else "–",
             "excluding the small phase": _mean_std([x for x in reuse if x is not None])
-            if any(x is not None for x in reuse) and name in ("HyperCloning", "LEMON") else "–",
+            if any(x is not None for x in reuse) and name.startswith(("HyperCloning", "LEMON")) else "–",
             "final val loss": _mean_std(vals), "final test loss": _mean_std(tests),
             "test bits/char": f"{tg_data.bits_per_char(sum(tests) / len(tests)):.3f}",
             "training TFLOPs": f"{sum(flops) / len(flops) / 1e12:.3g}",
             "wall s/run": f"{sum(secs) / len(secs):.0f}",
+            "halves' asymmetry at the end": _asym(runs, name),
         })  # fmt: skip
     return {"rows": rows, "seeds": seeds}
+
+
+def _asym(runs: list[dict[str, Any]], name: str) -> str:
+    xs = [r["asymmetry"] for r in runs if r["method"] == name and r.get("asymmetry") is not None]
+    return f"{sum(xs) / len(xs):.1e}" if xs else "–"
 
 
 def _mean_std(xs: list[float]) -> str:
@@ -396,12 +302,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps, seeds, eval_every, n_eval, batch = args.steps, args.seeds, 25, None, BATCH
     if args.quick:
         steps, seeds, eval_every, n_eval, batch = 20, 1, 5, 8, 4
-    ramp_steps = max(1, round(0.05 * steps))
     runs = []
     t0 = time.perf_counter()
     for seed in range(seeds):
-        for method in methods(ramp_steps):
-            runs.append(run(method, text, steps, seed, eval_every, n_eval, batch))
+        for contender in contenders():
+            runs.append(run(contender, text, steps, seed, eval_every, n_eval, batch))
             r = runs[-1]
             print(f"{r['method']:13s} seed {seed}: val {r['val']:.4f} test {r['test']:.4f} "
                   f"TFLOPs {r['flops'] / 1e12:.3f} ({r['seconds']:.0f} s)", flush=True)  # fmt: skip
