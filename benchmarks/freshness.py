@@ -21,6 +21,10 @@ The rules are conservative: a change keeps a result fresh only if
 * a registry that gains entries is not named by the benchmark's own scripts
   (which could iterate over it).
 
+A module that the benchmark's scripts cannot import at all (:func:`reachable`:
+every import statement of every module they reach, those inside functions
+included) cannot change the result, whatever the change to it.
+
 Anything else (a deleted module, a changed function body, a new top-level
 call such as a registration) makes the result stale.
 """
@@ -30,8 +34,9 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from pathlib import Path
 
-__all__ = ["change_reason", "new_module_reason"]
+__all__ = ["change_reason", "new_module_reason", "reachable"]
 
 _DECORATORS = {"dataclass", "staticmethod", "classmethod", "property"}
 _ABSOLUTE_OK = set(sys.stdlib_module_names) | {"torch", "numpy"}
@@ -186,3 +191,76 @@ def change_reason(old: str, new: str, watched: str = "") -> str | None:
         if _bound(cand) & old_names:
             return f"line {cand.lineno}: rebinds {sorted(_bound(cand) & old_names)}"
     return None
+
+
+def _module_file(src: Path, name: str) -> Path | None:
+    """The file of module ``name`` (``torchgrow.ops``) under ``src``, if it is a module there."""
+    base = src.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(tree: ast.AST, package: str, strings: bool = False) -> set[str]:
+    """Every module an AST may import, anywhere in it (functions included), made absolute.
+
+    ``from a import b`` counts ``a`` and ``a.b`` (``b`` may be a submodule); with
+    ``strings`` (a benchmark's script, which may start processes), a string that is a
+    module name or a line of code (``[sys.executable, "-m", "torchgrow"]``,
+    ``"-c", "import torchgrow"``) counts as what it would import.
+    """
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                mod = f"{base}.{node.module}" if node.module else base
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{a.name}" for a in node.names)
+        elif strings and isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value.strip()
+            if re.fullmatch(r"[A-Za-z_][\w.]*", text):
+                out.update({text, f"{text}.__main__"})
+            elif "import" in text:
+                try:
+                    out |= _imports(ast.parse(text), package, strings=True)
+                except SyntaxError:
+                    pass
+    return out
+
+
+def reachable(src: Path, sources: list[str], top: str = "torchgrow") -> list[Path]:
+    """The modules of package ``top`` under ``src`` that code in ``sources`` can import, transitively.
+
+    Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` too, so parents count.
+    A module no import can reach cannot change a result, whatever it does. (The safe
+    checkpoint loader imports classes by name, but only classes a run itself saved,
+    whose modules it had imported already.)
+    """
+    todo = [
+        m
+        for s in sources
+        for m in _imports(ast.parse(s), top, strings=True)
+        if m.split(".")[0] == top
+    ]
+    seen: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            mod = ".".join(parts[:i])
+            path = _module_file(src, mod)
+            if mod in seen or path is None:
+                continue
+            seen[mod] = path
+            package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+            todo += [
+                m for m in _imports(ast.parse(path.read_text()), package) if m.split(".")[0] == top
+            ]
+    return sorted(set(seen.values()))

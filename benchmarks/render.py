@@ -79,8 +79,9 @@ def render(check: bool = False) -> list[str]:
 
 
 def dependencies(name: str) -> list[str]:
-    """The paths a result depends on: the library, the environment's pins and the benchmark's
-    own script with the ``benchmarks`` modules it imports (transitively).
+    """The paths a result depends on: the library modules its scripts can import, the
+    environment's pins and the benchmark's own script with the ``benchmarks`` modules it
+    imports (transitively).
 
     A change to another benchmark's script, to the renderer or to the tests leaves it fresh.
     """
@@ -101,8 +102,10 @@ def dependencies(name: str) -> list[str]:
                 todo += [
                     a.name.split(".")[1] for a in node.names if a.name.startswith("benchmarks.")
                 ]
+    scripts = [(ROOT / "benchmarks" / f"{m}.py").read_text() for m in sorted(seen)]
+    library = [str(p.relative_to(ROOT)) for p in freshness.reachable(ROOT / "src", scripts)]
     return [
-        "src",
+        *library,
         "pyproject.toml",
         "constraints.txt",
         *(f"benchmarks/{m}.py" for m in sorted(seen)),

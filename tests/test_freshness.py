@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.freshness import change_reason, new_module_reason  # noqa: E402
+from benchmarks.freshness import change_reason, new_module_reason, reachable  # noqa: E402
 
 OLD = '''"""A module."""
 from .a import f
@@ -68,3 +68,26 @@ def test_a_new_module_is_fresh_only_if_importing_it_registers_nothing():
     inert = '"""Doc."""\nfrom torch import nn\n__all__ = ["Block"]\n\nclass Block(nn.Module):\n    pass\n'
     assert new_module_reason(inert) is None
     assert "runs at import" in new_module_reason(inert + "\nregister(Block)\n")
+
+
+def test_only_the_modules_a_benchmark_can_import_are_what_it_depends_on(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    files = {
+        "__init__.py": "from . import core\n",
+        "core.py": "def f():\n    from .sub import lazy\n    return lazy\n",
+        "sub/__init__.py": "",
+        "sub/lazy.py": "from ..helpers import h\n",
+        "helpers.py": "",
+        "cli.py": "from . import report\n",
+        "report.py": "",
+        "__main__.py": "from .cli import main\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    got = {p.relative_to(pkg).as_posix() for p in reachable(tmp_path, ["import pkg"], top="pkg")}
+    # the import inside a function counts; cli, report and __main__ cannot be reached
+    assert got == {"__init__.py", "core.py", "sub/__init__.py", "sub/lazy.py", "helpers.py"}
+    script = 'subprocess.run([sys.executable, "-m", "pkg", "run"])'
+    got = {p.relative_to(pkg).as_posix() for p in reachable(tmp_path, [script], top="pkg")}
+    assert {"__main__.py", "cli.py", "report.py"} <= got  # a process it starts counts too
