@@ -289,6 +289,7 @@ def test_build_registry_and_unknown_name() -> None:
         "plain_convnet",
         "wide_resnet",
         "gpt",
+        "vit",
         "vgg11",
         "mobilenet_v1",
     }

@@ -22,6 +22,7 @@ name                model
 ``vgg11``           VGG-11 with strided convolutions, no FC (GradMax, CIFAR)
 ``mobilenet_v1``    MobileNet-v1, depthwise separable (GradMax, ImageNet)
 ``gpt``             decoder-only transformer, pre-LN (G_stack, MSG, LEMON)
+``vit``             vision transformer in 7x7 patches (Fashion-MNIST)
 ==================  ====================================================
 """
 
@@ -41,6 +42,7 @@ from .plain_convnet import PlainConvBlock, PlainConvNet, plain_convnet
 from .residual_mlp import ResidualLinearBlock, ResidualMLP, residual_mlp
 from .resnet import BasicBlock, Bottleneck, CifarResNet, cifar_resnet
 from .vgg import vgg11, vgg_small
+from .vit import PatchEmbedding, SelfAttention, ViT, ViTBlock, vit
 from .wide_resnet import WideBasicBlock, WideResNet, wide_resnet
 
 __all__ = [
@@ -75,6 +77,11 @@ __all__ = [
     "vgg11",
     "vgg_small",
     "wide_resnet",
+    "PatchEmbedding",
+    "SelfAttention",
+    "ViT",
+    "ViTBlock",
+    "vit",
 ]
 
 #: Builders by name, for :func:`build`.
@@ -90,6 +97,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg11": vgg11,
     "mobilenet_v1": mobilenet_v1,
     "gpt": gpt,
+    "vit": vit,
 }
 
 

@@ -35,6 +35,29 @@ def _gpt(model: nn.Module) -> TransformerParts:
     )
 
 
+def _vit(model: nn.Module) -> TransformerParts:
+    """torchgrow's ViT: the GPT's blocks; patches, class token and positions as embeddings."""
+    parts = _gpt_blocks(model)
+    return TransformerParts(
+        "blocks", parts, embeddings=[model.patch_emb, model.cls_token, model.pos_emb],
+        final_norm=model.norm_f, head=model.head,
+    )  # fmt: skip
+
+
+def _gpt_blocks(model: nn.Module) -> list[BlockParts]:
+    blocks = []
+    for i, blk in enumerate(model.blocks):
+        a = blk.attn
+        attn = AttentionParts(
+            f"blocks.{i}.attn", a, a.q, a.k, a.v, None, a.o, a.head_dim, a.n_head, a.n_kv_head,
+            set_heads=lambda h, kv: [],
+        )  # fmt: skip
+        f = blk.mlp
+        ffn = FFNParts(f"blocks.{i}.mlp", f.up, f.gate, f.down)
+        blocks.append(BlockParts(f"blocks.{i}", blk, attn, ffn, [blk.norm1, blk.norm2]))
+    return blocks
+
+
 def _hf_head(model: nn.Module, emb: nn.Module) -> tuple[nn.Module | None, bool]:
     head = getattr(model, "lm_head", None)
     return head, head is not None and head.weight is emb.weight
@@ -135,6 +158,7 @@ def _llama(model: nn.Module) -> TransformerParts:
 #: Built-in finders by qualified class name.
 FINDERS: dict[str, Callable[[nn.Module], TransformerParts]] = {
     "torchgrow.models.gpt.GPT": _gpt,
+    "torchgrow.models.vit.ViT": _vit,
     "transformers.models.gpt2.modeling_gpt2.GPT2Model": _gpt2,
     "transformers.models.gpt2.modeling_gpt2.GPT2LMHeadModel": _gpt2,
     "transformers.models.llama.modeling_llama.LlamaModel": _llama,
