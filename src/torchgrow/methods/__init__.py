@@ -12,6 +12,7 @@ from .compnet import DESCRIPTION as COMPNET_DESCRIPTION
 from .compnet import CompNet
 from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
 from .gradmax import GradMax
+from .gradmax_tx import gradmax_ffn
 from .msg import DESCRIPTION as MSG_DESCRIPTION
 from .msg import MSG
 from .nest import DESCRIPTION as NEST_DESCRIPTION
@@ -40,4 +41,5 @@ __all__ = [
     "HYPERCLONING_DESCRIPTION",
     "LEMON",
     "LEMON_DESCRIPTION",
+    "gradmax_ffn",
 ]
