@@ -302,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_compare_parsers(sub: Any) -> None:
+    from . import contenders_lm  # noqa: F401  (registers the gpt family's contenders)
     from .contenders import CONTENDERS
 
     cmp = sub.add_parser(
@@ -320,7 +321,19 @@ def _add_compare_parsers(sub: Any) -> None:
         default=None,
         help=f"comma-separated, from {','.join(CONTENDERS)} (default: all)",
     )
-    cmp.add_argument("--data", choices=CLI_DATASETS, default=None, help="default fashion_mnist")
+    cmp.add_argument(
+        "--model",
+        choices=("mlp", "gpt"),
+        default=None,
+        help="model family: mlp (classifiers; default) or gpt (a character-level language "
+        "model on text_chars, grown by G_stack, MIDAS, MSG, HyperCloning and LEMON)",
+    )
+    cmp.add_argument(
+        "--data",
+        choices=(*CLI_DATASETS, "text_chars"),
+        default=None,
+        help="default fashion_mnist (mlp) or text_chars (gpt)",
+    )
     cmp.add_argument("--budget", default=None, help="training epochs per run (default 10)")
     cmp.add_argument(
         "--seeds", type=_positive_int, default=None, help="number of seeds 0..N-1 (default 1)"
@@ -329,8 +342,16 @@ def _add_compare_parsers(sub: Any) -> None:
     cmp.add_argument("--config", type=Path, default=None, help="a TOML file of settings")
     cmp.add_argument("--name", default=None, help="a label for the report")
     cmp.add_argument("--width", type=_positive_int, default=None, help="start width (32)")
-    cmp.add_argument("--lr", type=_positive_float, default=None, help="SGD lr (0.05)")
+    cmp.add_argument(
+        "--lr", type=_positive_float, default=None, help="SGD lr (0.05); gpt: AdamW peak (2e-3)"
+    )
     cmp.add_argument("--batch-size", type=_positive_int, default=None, help="default 128")
+    cmp.add_argument(
+        "--epoch-tokens",
+        type=_positive_int,
+        default=None,
+        help="gpt: training tokens per epoch (default the training split's length)",
+    )
     cmp.add_argument("--train-size", type=_positive_int, default=None)
     cmp.add_argument("--test-size", type=_positive_int, default=None)
     cmp.add_argument("--threads", type=_positive_int, default=None, help="torch threads")
@@ -629,6 +650,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         values = CompareConfig.from_toml(args.config).to_dict() if args.config else {}
         flags = {
             "name": args.name,
+            "model": args.model,
             "data": args.data,
             "methods": args.methods,
             "seeds": None if args.seeds is None else list(range(args.seeds)),
@@ -639,6 +661,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             "train_size": args.train_size,
             "test_size": args.test_size,
             "threads": args.threads,
+            "epoch_tokens": args.epoch_tokens,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         cfg = CompareConfig.from_dict(values)

@@ -18,7 +18,9 @@ Running the same comparison again skips finished runs (those with a
 others). Every method gets the same training-epoch budget; the report
 compares the training FLOPs each one spent.
 
-Methods are the contenders of :mod:`torchgrow.contenders`.
+Methods are the contenders of :mod:`torchgrow.contenders` (the ``mlp`` family:
+classifiers) and :mod:`torchgrow.contenders_lm` (the ``gpt`` family: a
+character-level language model on ``text_chars``); ``model`` picks the family.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__, distributed
+from . import __version__, contenders_lm, distributed
 from . import data as tg_data
 from .contenders import CONTENDERS, Context, Interrupted, Outcome
 from .errors import GrowthInputError
@@ -59,6 +61,19 @@ METRIC_COLUMNS = (
     "seconds",
 )
 GROWTH_KINDS = ("grow", "deepen")
+
+TEXT_DATASETS = {"text_chars": lambda: tg_data.text_chars(context=contenders_lm.CONTEXT)}
+"""The text data sets of the gpt family (character-level, fixed splits)."""
+
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mlp": {
+        "data": "fashion_mnist",
+        "methods": ("static", "random", "gradmax", "nest", "autogrow", "compnet"),
+        "lr": 0.05,
+    },
+    "gpt": {"data": "text_chars", "methods": tuple(contenders_lm.LM_CONTENDERS), "lr": 2e-3},
+}
+"""Per model family, the data set, methods and learning rate a comparison defaults to."""
 """Event kinds counted as growth events (pruning and trimming are logged, not counted)."""
 
 
@@ -70,10 +85,15 @@ class CompareConfig:
     ----------
     name : str
         A label for the report.
-    data : str
-        An offline data set (:func:`torchgrow.data.load`).
-    methods : tuple of str
-        Contender names (:data:`torchgrow.contenders.CONTENDERS`).
+    model : {"mlp", "gpt"}
+        The model family: an MLP classifier grown in width (and by NeST, AutoGrow,
+        CompNet), or a character-level GPT grown by the transformer methods.
+    data : str, optional
+        An offline data set (:func:`torchgrow.data.load`; ``"text_chars"`` for the
+        gpt family); default ``"fashion_mnist"`` or ``"text_chars"``.
+    methods : tuple of str, optional
+        Contender names (:data:`torchgrow.contenders.CONTENDERS`) of the family;
+        default all of them.
     seeds : tuple of int
         One run per method and seed.
     budget_epochs : int
@@ -87,8 +107,9 @@ class CompareConfig:
         Growth steps of the width-growth contenders.
     batch_size : int
         Training batch size.
-    lr : float
-        SGD learning rate (momentum 0.9) of every method.
+    lr : float, optional
+        SGD learning rate (momentum 0.9) of every method; for the gpt family
+        AdamW's peak learning rate. Default 0.05 (mlp) or 2e-3 (gpt).
     val_fraction : float
         Share of the training split held out for validation (decisions and
         curves); test accuracy is only reported.
@@ -96,24 +117,37 @@ class CompareConfig:
         Random subsets of the data (seeded with 0, the same for all runs).
     threads : int, optional
         ``torch.set_num_threads``.
+    epoch_tokens : int, optional
+        The gpt family's epoch, in training tokens (default: the training split's
+        length); a step trains on ``batch_size x 64`` tokens.
     """
 
     name: str = "compare"
-    data: str = "fashion_mnist"
-    methods: tuple[str, ...] = ("static", "random", "gradmax", "nest", "autogrow", "compnet")
+    data: str | None = None
+    methods: tuple[str, ...] | None = None
     seeds: tuple[int, ...] = (0,)
     budget_epochs: int = 10
     width: int = 32
     grow_factor: float = 4.0
     grow_times: int = 4
     batch_size: int = 128
-    lr: float = 0.05
+    lr: float | None = None
     val_fraction: float = 0.1
     train_size: int | None = None
     test_size: int | None = None
     threads: int | None = None
+    model: str = "mlp"
+    epoch_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if self.model not in FAMILY_DEFAULTS:
+            raise GrowthInputError(
+                f"unknown model family {self.model!r}; choose from {sorted(FAMILY_DEFAULTS)}"
+            )
+        defaults = FAMILY_DEFAULTS[self.model]
+        for key in ("data", "methods", "lr"):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, defaults[key])
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         unknown = [m for m in self.methods if m not in CONTENDERS]
@@ -123,10 +157,29 @@ class CompareConfig:
             )
         if len(set(self.methods)) != len(self.methods):
             raise GrowthInputError(f"methods are repeated: {list(self.methods)}")
-        if self.data not in tg_data.DATASETS:
+        other = [m for m in self.methods if CONTENDERS[m].family != self.model]
+        if other:
             raise GrowthInputError(
-                f"unknown data set {self.data!r}; choose from {sorted(tg_data.DATASETS)}"
+                f"methods {other} grow another model family than {self.model!r}; the "
+                f"{self.model} family's are {[n for n, c in CONTENDERS.items() if c.family == self.model]}"
             )
+        known = TEXT_DATASETS if self.model == "gpt" else tg_data.DATASETS
+        if self.data not in known:
+            raise GrowthInputError(
+                f"unknown data set {self.data!r} for the {self.model} family; choose from "
+                f"{sorted(known)}"
+            )
+        if self.epoch_tokens is not None and (
+            self.model != "gpt" or isinstance(self.epoch_tokens, bool)
+            or not isinstance(self.epoch_tokens, int) or self.epoch_tokens < 1
+        ):  # fmt: skip
+            raise GrowthInputError(
+                f"epoch_tokens is a positive int of the gpt family, got {self.epoch_tokens!r} "
+                f"for model {self.model!r}"
+            )
+        if self.model == "gpt" and (self.train_size is not None or self.test_size is not None):
+            raise GrowthInputError("train_size and test_size subsample classification data; "
+                                   "the gpt family's text has fixed splits")  # fmt: skip
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise GrowthInputError(f"seeds must be distinct and at least one: {self.seeds}")
         for name in ("budget_epochs", "width", "grow_times", "batch_size"):
@@ -273,7 +326,9 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _load_data(cfg: CompareConfig) -> tg_data.Dataset:
+def _load_data(cfg: CompareConfig) -> Any:
+    if cfg.model == "gpt":
+        return TEXT_DATASETS[cfg.data]()
     ds = tg_data.load(cfg.data)
     if cfg.train_size is not None or cfg.test_size is not None:
         ds = ds.subset(cfg.train_size, cfg.test_size, seed=0)
@@ -297,7 +352,8 @@ def _result(
         "test_accuracy": outcome.test_accuracy,
         "val_accuracy": outcome.val_accuracy,
         "parameters": count_parameters(outcome.model),
-        "flops_per_example": flops_per_example(outcome.model, ds.x_test[:2]),
+        "flops_per_example": outcome.extra.get("flops_per_example")
+        or flops_per_example(outcome.model, ds.x_test[:2]),
         "training_flops": int(outcome.training_flops),
         "wall_seconds": wall,
         "growth_events": sum(e["kind"] in GROWTH_KINDS for e in outcome.events),

@@ -158,12 +158,16 @@ class Contender:
     resumable : bool
         Whether an interrupted run continues from its last epoch (otherwise
         it restarts).
+    family : str
+        The model family it grows (``CompareConfig.model``): ``"mlp"`` (classifiers
+        on image or tabular data) or ``"gpt"`` (character-level language models).
     """
 
     name: str
     description: dict[str, str]
     run: Callable[[Context], Outcome]
     resumable: bool = False
+    family: str = "mlp"
 
 
 CONTENDERS: dict[str, Contender] = {}

@@ -472,6 +472,9 @@ def summarise_comparison(comparison: Mapping[str, Any]) -> list[dict[str, Any]]:
             row[key] = _mean_std([float(r[key]) for r in results])
         deltas = [r["max_abs_delta"] for r in results if r["max_abs_delta"] is not None]
         row["max_abs_delta"] = max(deltas) if deltas else None
+        bpc = [r.get("extra", {}).get("test_bits_per_char") for r in results]
+        if all(b is not None for b in bpc):  # language models (the gpt family)
+            row["test_bits_per_char"] = _mean_std([float(b) for b in bpc])
         rows.append(row)
     return rows
 
@@ -493,6 +496,11 @@ def _cells(row: Mapping[str, Any]) -> list[str]:
         d.get("where", "-"),
         d.get("how", "-"),
         _pm(row["test_accuracy"], lambda x: f"{100 * x:.2f}", n),
+        *(
+            [_pm(row["test_bits_per_char"], lambda x: f"{x:.3f}", n)]
+            if "test_bits_per_char" in row
+            else []
+        ),
         _pm(row["parameters"], lambda x: f"{x:,.0f}", n),
         _pm(row["flops_per_example"], lambda x: format_count(round(x)), n),
         _pm(row["training_flops"], lambda x: format_count(round(x)), n),
@@ -531,6 +539,16 @@ RUNS_HEADER = (
 )
 
 
+def _header(comparison: Mapping[str, Any], base: Sequence[str]) -> list[str]:
+    """A table's header; a language-model comparison scores next characters, in bits too."""
+    if comparison["config"].get("model", "mlp") != "gpt":
+        return list(base)
+    out = []
+    for h in base:
+        out += ["Test next-char acc. %", "Test bits/char"] if h == "Test acc. %" else [h]
+    return out
+
+
 def _run_cells(method: str, run: Mapping[str, Any]) -> list[str]:
     r = run["result"]
     delta = r["max_abs_delta"]
@@ -539,6 +557,11 @@ def _run_cells(method: str, run: Mapping[str, Any]) -> list[str]:
         str(run["seed"]),
         r["model"],
         f"{100 * r['test_accuracy']:.2f}",
+        *(
+            [f"{r['extra']['test_bits_per_char']:.3f}"]
+            if r.get("extra", {}).get("test_bits_per_char") is not None
+            else []
+        ),
         str(r["parameters"]),
         str(r["flops_per_example"]),
         str(r["training_flops"]),
@@ -550,12 +573,17 @@ def _run_cells(method: str, run: Mapping[str, Any]) -> list[str]:
 
 def _settings_line(comparison: Mapping[str, Any]) -> str:
     c = comparison["config"]
+    gpt = c.get("model", "mlp") == "gpt"
     parts = [
         f"data `{c['data']}`",
         f"budget {c['budget_epochs']} epochs",
         f"seeds {', '.join(map(str, c['seeds']))}",
-        f"start width {c['width']}",
-        f"SGD lr {c['lr']}, batch {c['batch_size']}",
+        f"target d_model {round(c['width'] * c['grow_factor'])}, context 64"
+        if gpt
+        else f"start width {c['width']}",
+        f"AdamW peak lr {c['lr']}, batch {c['batch_size']} sequences"
+        if gpt
+        else f"SGD lr {c['lr']}, batch {c['batch_size']}",
     ]
     return "; ".join(parts)
 
@@ -591,8 +619,9 @@ def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) ->
     if comparison["manifest"].get("command"):
         lines += [f"Made by `{comparison['manifest']['command']}`.", ""]
     lines += ["## How to read this report", "", HOW_TO_READ, "", "## Methods", ""]
-    lines.append("| " + " | ".join(_md_escape(h) for h in TABLE_HEADER) + " |")
-    lines.append("|" + "---|" * len(TABLE_HEADER))
+    header = _header(comparison, TABLE_HEADER)
+    lines.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+    lines.append("|" + "---|" * len(header))
     for row in summarise_comparison(comparison):
         lines.append("| " + " | ".join(_md_escape(x) for x in _cells(row)) + " |")
     if comparison["missing"]:
@@ -602,8 +631,9 @@ def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) ->
         lines += ["", "## Plots", ""]
         for name, caption in PLOTS:
             lines += [f"![{caption}]({name})", "", f"*{caption}.*", ""]
-    lines += ["## Runs", "", "| " + " | ".join(_md_escape(h) for h in RUNS_HEADER) + " |"]
-    lines.append("|" + "---|" * len(RUNS_HEADER))
+    runs_header = _header(comparison, RUNS_HEADER)
+    lines += ["## Runs", "", "| " + " | ".join(_md_escape(h) for h in runs_header) + " |"]
+    lines.append("|" + "---|" * len(runs_header))
     for method, entry in comparison["methods"].items():
         for run in entry["runs"]:
             lines.append("| " + " | ".join(_md_escape(x) for x in _run_cells(method, run)) + " |")
@@ -687,7 +717,11 @@ def comparison_html(comparison: Mapping[str, Any], images: Mapping[str, bytes]) 
         "<h2>How to read this report</h2>",
         f'<p class="note">{html.escape(HOW_TO_READ.replace("**", "").replace("`", ""))}</p>',
         "<h2>Methods</h2>",
-        _html_table(TABLE_HEADER, [_cells(r) for r in summarise_comparison(comparison)], 5),
+        _html_table(
+            _header(comparison, TABLE_HEADER),
+            [_cells(r) for r in summarise_comparison(comparison)],
+            5,
+        ),
     ]
     if comparison["missing"]:
         missing = ", ".join(f"{m} seed {s}" for m, s in comparison["missing"])
@@ -709,7 +743,7 @@ def comparison_html(comparison: Mapping[str, Any], images: Mapping[str, bytes]) 
     ]
     parts += [
         "<h2>Runs</h2>",
-        _html_table(RUNS_HEADER, runs, 3),
+        _html_table(_header(comparison, RUNS_HEADER), runs, 3),
         f"<p>Versions: {html.escape(_manifest_line(comparison))}.</p>",
         "</body></html>",
     ]
