@@ -57,3 +57,26 @@ def test_readme_transformer_example_runs(capsys):
     assert model.blocks[0].attn.n_head == 6 and namespace["ramp"].active
     assert float((model(x) - before).detach().abs().max()) <= 1e-5
     assert float(capsys.readouterr().out.split()[-1]) <= 1e-5
+
+
+def test_readme_transformer_method_example_runs(capsys):
+    code = re.search(
+        r"### Growing transformers.*?The methods built on them.*?```python\n(.*?)```",
+        README.read_text(),
+        re.S,
+    )
+    assert code is not None, "README lost its transformer-method example"
+    torch.manual_seed(0)
+    namespace: dict = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        exec(compile(code.group(1), str(README), "exec"), namespace)
+    finally:
+        torch.set_num_threads(threads)
+    model, msg = namespace["model"], namespace["msg"]
+    assert [e["step"] for e in msg.log] == [20, 40, 80, 100]
+    assert len(model.blocks) == 4 and model.blocks[0].attn.n_head == 2
+    assert model.blocks[0].mlp.up.out_features == 256
+    assert all(e["max_abs_dout"] <= 1e-5 for e in msg.log)  # masked growth keeps the function
+    assert "(20, 'FFN 64->256')" in capsys.readouterr().out
