@@ -122,6 +122,38 @@ def _gpt2(model: nn.Module) -> TransformerParts:
     )  # fmt: skip
 
 
+def _bert(model: nn.Module) -> TransformerParts:
+    """Hugging Face BERT (post-LN): ``encoder.layer.i`` with ``attention.self``'s query, key and
+    value, ``attention.output.dense``, ``intermediate.dense`` and ``output.dense``."""
+    base = getattr(model, "bert", model)
+    prefix = "bert.encoder.layer" if base is not model else "encoder.layer"
+    blocks = []
+    for i, blk in enumerate(base.encoder.layer):
+        a = blk.attention.self
+        if getattr(blk, "crossattention", None) is not None:
+            raise NotImplementedError("BERT cross-attention is not supported")
+        n = a.num_attention_heads
+
+        def set_heads(h: int, kv: int, a: nn.Module = a) -> Steps:
+            return [
+                set_attr(a, "num_attention_heads", h),
+                set_attr(a, "all_head_size", h * a.attention_head_size),
+            ]
+
+        attn = AttentionParts(
+            f"{prefix}.{i}.attention", blk.attention, a.query, a.key, a.value, None,
+            blk.attention.output.dense, a.attention_head_size, n, n, set_heads=set_heads,
+        )  # fmt: skip
+        ffn = FFNParts(f"{prefix}.{i}", blk.intermediate.dense, None, blk.output.dense)
+        norms = [blk.attention.output.LayerNorm, blk.output.LayerNorm]
+        blocks.append(BlockParts(f"{prefix}.{i}", blk, attn, ffn, norms))
+    depth = _hf_depth(model.config, lambda b: b.attention.self, "num_hidden_layers")
+    keys = {"d": "hidden_size", "h": "num_attention_heads", "f": "intermediate_size"}
+    return TransformerParts(
+        prefix, blocks, pre_ln=False, set_depth=depth, set_width=_hf_width(model.config, keys),
+    )  # fmt: skip
+
+
 def _with_embed_dim(base: nn.Module, inner: Callable) -> Callable:
     def set_width(d: int, h: int, kv: int, f: int) -> Steps:
         return [*inner(d, h, kv, f), set_attr(base, "embed_dim", d)]
@@ -163,4 +195,5 @@ FINDERS: dict[str, Callable[[nn.Module], TransformerParts]] = {
     "transformers.models.gpt2.modeling_gpt2.GPT2LMHeadModel": _gpt2,
     "transformers.models.llama.modeling_llama.LlamaModel": _llama,
     "transformers.models.llama.modeling_llama.LlamaForCausalLM": _llama,
+    "transformers.models.bert.modeling_bert.BertModel": _bert,
 }
