@@ -10,18 +10,25 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_example_runs_and_grows(capsys):
-    code = re.search(
-        r"## Grow a network in ten lines\n.*?```python\n(.*?)```", README.read_text(), re.S
-    )
-    assert code is not None, "README lost its example"
+def _run(pattern: str, what: str, *, one_thread: bool = False, seed: int | None = None) -> dict:
+    """Run the first Python block after ``pattern`` in the README; returns its namespace."""
+    code = re.search(pattern + r".*?```python\n(.*?)```", README.read_text(), re.S)
+    assert code is not None, f"README lost its {what}"
+    if seed is not None:
+        torch.manual_seed(seed)
     namespace: dict = {}
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if one_thread:
+        torch.set_num_threads(1)
     try:
         exec(compile(code.group(1), str(README), "exec"), namespace)
     finally:
         torch.set_num_threads(threads)
+    return namespace
+
+
+def test_readme_example_runs_and_grows(capsys):
+    namespace = _run(r"## Grow a network in ten lines\n", "example", one_thread=True)
     model, grower = namespace["model"], namespace["grower"]
     assert [e.step for e in grower.events] == [100, 100, 200, 200, 300, 300, 400, 400]
     assert model.fc1.out_features == 16 + 4 * 8 and model.fc2.out_features == 16 + 4 * 8
@@ -34,11 +41,7 @@ def test_readme_own_model_example_runs(capsys):
     import pytest
 
     pytest.importorskip("transformers")
-    code = re.search(r"### Your own model.*?```python\n(.*?)```", README.read_text(), re.S)
-    assert code is not None, "README lost its own-model example"
-    torch.manual_seed(0)
-    namespace: dict = {}
-    exec(compile(code.group(1), str(README), "exec"), namespace)
+    namespace = _run(r"### Your own model", "own-model example", seed=0)
     printed = capsys.readouterr().out
     assert "'model.layers.0.mlp.gate_proj', 'model.layers.1.mlp.gate_proj'" in printed
     assert namespace["model"].model.layers[0].mlp.gate_proj.out_features == 64 + 16
@@ -47,11 +50,7 @@ def test_readme_own_model_example_runs(capsys):
 
 
 def test_readme_transformer_example_runs(capsys):
-    code = re.search(r"### Growing transformers.*?```python\n(.*?)```", README.read_text(), re.S)
-    assert code is not None, "README lost its transformer example"
-    torch.manual_seed(0)
-    namespace: dict = {}
-    exec(compile(code.group(1), str(README), "exec"), namespace)
+    namespace = _run(r"### Growing transformers", "transformer example", seed=0)
     model, x, before = namespace["model"], namespace["x"], namespace["before"]
     assert len(model.blocks) == 3 and model.tok_emb.embedding_dim == 128
     assert model.blocks[0].attn.n_head == 6 and namespace["ramp"].active
@@ -60,20 +59,12 @@ def test_readme_transformer_example_runs(capsys):
 
 
 def test_readme_transformer_method_example_runs(capsys):
-    code = re.search(
-        r"### Growing transformers.*?The methods built on them.*?```python\n(.*?)```",
-        README.read_text(),
-        re.S,
+    namespace = _run(
+        r"### Growing transformers.*?The methods built on them",
+        "transformer-method example",
+        one_thread=True,
+        seed=0,
     )
-    assert code is not None, "README lost its transformer-method example"
-    torch.manual_seed(0)
-    namespace: dict = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        exec(compile(code.group(1), str(README), "exec"), namespace)
-    finally:
-        torch.set_num_threads(threads)
     model, msg = namespace["model"], namespace["msg"]
     assert [e["step"] for e in msg.log] == [20, 40, 80, 100]
     assert len(model.blocks) == 4 and model.blocks[0].attn.n_head == 2
