@@ -24,9 +24,10 @@ deviations are named in ``docs/transformers.md``):
 * ``HyperCloning``: 4 layers at d_model 64 (2 heads, FFN 256) for 40 %, cloned x2
   (residual stream, heads, FFN); fresh AdamW, warm-up + cosine over the rest.
   ``HyperCloning 10 dB`` adds the paper's symmetry-breaking noise at 10 dB.
-* ``LEMON``: 2 layers at d_model 64 for 40 %, cloned x2 in width and each block
-  followed by an identity copy; fresh AdamW, re-warm-up from 0.1 of the peak over
-  4 % of the steps, cosine to 0.1.
+* ``LEMON``: 2 layers at d_model 64 for 40 %, cloned x2 in width with every
+  reader's weight split ``W - C`` / ``C`` over the copies it reads (``C`` = 0.1 x
+  N(0, 0.02), LEMON's ``comp`` rule) and each block followed by an identity copy;
+  fresh AdamW, re-warm-up from 0.1 of the peak over 4 % of the steps, cosine to 0.1.
 
 Each contender is the :mod:`torchgrow.methods` class of that name, run through
 its ``update(step)``; the small phases of HyperCloning and LEMON run their own

@@ -171,6 +171,17 @@ def test_lemon_doubles_width_and_depth_losslessly_and_rewarms_from_a_tenth():
     assert lrs[43] == pytest.approx(1e-2)
 
 
+@pytest.mark.parametrize("split", ["comp", "even"])
+def test_lemon_split_lets_the_copies_drift_apart(split):
+    model = _model(n_layer=1, d_model=8, n_head=2, head_dim=4, d_ff=16)
+    lemon = methods.LEMON(model, _adamw(model), 40, _example(), split=split)
+    _train(lemon, 30)  # expansion at step 16, then 14 steps at the doubled width
+    assert lemon.log[0]["max_abs_dout"] <= 1e-5
+    emb = model.tok_emb.weight.detach()
+    drift = float((emb[:, :8] - emb[:, 8:]).abs().max())
+    assert (drift > 1e-4) if split == "comp" else (drift == 0.0)  # even: copies stay copies
+
+
 def test_a_schedule_needs_a_real_length():
     model = _model()
     with pytest.raises(GrowthInputError, match="total_steps"):

@@ -3,6 +3,8 @@ built from tiny configs: function preserved to 1e-5, optimizer carried, atomic o
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -306,6 +308,53 @@ def test_clone_width_three_copies_and_separate_multipliers():
     with pytest.raises(GrowthInputError, match="positive int"):
         clone_width(model, 0, optimizer=opt)
     check_consistent(model, opt)
+
+
+@pytest.mark.parametrize("split", ["comp", "projection"])
+@pytest.mark.parametrize("name", BUILDERS)
+def test_clone_width_lemon_split_preserves_and_breaks_the_symmetry(name, split):
+    model, opt, x = _trained(name)
+    before = _logits(model, x).detach()
+    even = copy.deepcopy(model)
+    clone_width(even, 2, example=x)
+    q_even = _q_rows(find_layout(even).blocks[0].attn)
+    record = clone_width(
+        model, 2, split=split, generator=torch.Generator().manual_seed(0), optimizer=opt,
+        example=x,
+    )  # fmt: skip
+    assert record.details["max_abs_dout"] <= 1e-5 and record.details["split"] == split
+    assert (_logits(model, x) - before).abs().max() <= 1e-5
+    q = _q_rows(find_layout(model).blocks[0].attn)
+    first, second = q[:, : q.shape[1] // 2], q[:, q.shape[1] // 2 :]
+    # the two copies' weights differ but still sum to the old weight (twice the even split)
+    assert (first - second).abs().max() > 1e-3
+    assert torch.allclose(first + second, 2 * q_even[:, : q.shape[1] // 2], atol=1e-6)
+    if split == "comp":  # the second copy holds only the small random part C = 0.1 * N(0, 0.02)
+        assert 1e-4 < float(second.std()) < 0.01
+    check_consistent(model, opt)
+    _train_step(model, opt, x)
+
+
+def test_clone_width_refuses_two_symmetry_breakers_and_changes_nothing():
+    model, opt, x = _trained("gpt")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(GrowthInputError, match="one symmetry breaker"):
+        clone_width(model, 2, snr_db=10.0, split="comp", optimizer=opt, example=x)
+    with pytest.raises(GrowthInputError, match="split must be one of"):
+        clone_width(model, 2, split="halves", optimizer=opt, example=x)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_clone_width_of_a_single_head_model_doubles_its_key_value_head_too():
+    torch.manual_seed(0)
+    model = models.gpt(VOCAB, context=16, n_layer=1, d_model=8, n_head=1, head_dim=8)
+    x = torch.randint(0, VOCAB, (2, T_LEN))
+    before = _logits(model, x).detach()
+    clone_width(model, 2, example=x)
+    attn = find_layout(model).blocks[0].attn
+    assert (attn.n_head, attn.n_kv_head) == (2, 2)  # one head is plain attention, not multi-query
+    assert model.blocks[0].attn.k.out_features == 16
+    assert (_logits(model, x) - before).abs().max() <= 1e-5
 
 
 def _hooks(model: nn.Module) -> int:

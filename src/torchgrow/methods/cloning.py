@@ -32,8 +32,10 @@ LEMON_DESCRIPTION = {
     "when": "once, after the small model's own schedule (here 40 % of the run)",
     "where": "width x2 (residual stream, heads, FFN) and depth x2: every block followed by an "
     "inserted copy whose output projections are zero (pre-LN: the identity)",
-    "how": "function-preserving; a fresh AdamW with a re-warm-up from 0.1 of the peak over 4 % "
-    "of the run, then cosine to 0.1 of the peak",
+    "how": "function-preserving; every reader's weight split unevenly over the copies it reads "
+    "(W - C and C, C = 0.1 x a fresh N(0, 0.02) init: the copies' gradients differ); a fresh "
+    "AdamW with a re-warm-up from 0.1 of the peak over 4 % of the run, then cosine to 0.1 of "
+    "the peak",
 }
 
 
@@ -116,6 +118,15 @@ class LEMON(_Expand):
     rewarm : float, default 0.04
         Re-warm-up after expansion, as a share of ``total_steps``, from
         ``0.1`` of the peak (the code's ``udfcosine``), then cosine to 0.1.
+    split : {"comp", "projection", "even"}, default "comp"
+        How each reader's weight is shared by the copies it reads (see
+        :func:`torchgrow.ops.clone_width`): LEMON's BERT default ``"comp"``, its ViT
+        rule ``"projection"``, or ``"even"`` (HyperCloning's ``W / n``: copies stay
+        copies; a named deviation for ablations).
+    split_std, split_scale : float, default 0.02 and 0.1
+        The random parts of the split (the large model's init scale; ``comp``'s factor).
+    seed : int, default 0
+        Seed of the split.
     """
 
     name = "LEMON"
@@ -124,7 +135,8 @@ class LEMON(_Expand):
 
     def __init__(self, model, optimizer, total_steps, example, *, n: int = 2,
                  n_layer: int | None = None, at: float = 0.4, rewarm: float = 0.04,
-                 make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:  # fmt: skip
+                 split: str = "comp", split_std: float = 0.02, split_scale: float = 0.1,
+                 seed: int = 0, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None) -> None:  # fmt: skip
         super().__init__(
             model, optimizer, total_steps, example, at=at, make_optimizer=make_optimizer
         )
@@ -135,11 +147,14 @@ class LEMON(_Expand):
                 f"LEMON grows depth by at most 2x: n_layer={self.n_layer} for {depth} blocks"
             )
         self.warm_after = rewarm
+        self.split = {"split": split, "split_std": split_std, "split_scale": split_scale}
+        self._gen = torch.Generator().manual_seed(seed)
         self.events = [Event(at, f"width x{n} + depth {depth}->{self.n_layer}", self._expand,
                              fresh_optimizer=True)]  # fmt: skip
 
     def _expand(self, method: ScheduledGrowth) -> ops.EditRecord:
-        record = ops.clone_width(self.model, self.n, example=self.example)
+        record = ops.clone_width(self.model, self.n, generator=self._gen, example=self.example,
+                                 **self.split)  # fmt: skip
         depth = len(ops.find_layout(self.model).blocks)
         worst = record.details["max_abs_dout"]
         for i in range(depth - 1, 2 * depth - self.n_layer - 1, -1):  # last blocks first

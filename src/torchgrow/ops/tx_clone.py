@@ -12,7 +12,11 @@ stays.
 
 Copies stay copies under training unless something breaks the symmetry:
 ``snr_db`` adds HyperCloning's noise (``+N`` on one input copy, ``-N`` on the
-next, so it cancels on the tiled input) to every hidden-to-hidden matrix.
+next, so it cancels on the tiled input) to every hidden-to-hidden matrix;
+``split`` instead splits every reader's weight unevenly over the copies it reads,
+the parts still summing to the old weight (LEMON's rule): ``"comp"`` gives the
+first copy ``W - C`` and each other copy a small random ``C``, ``"projection"``
+gives copy ``c`` the random ``R_c - (sum_j R_j - W) / n``.
 
 The optimizer's state is tiled like the weights it belongs to (not divided):
 each copy starts with its source's moments.
@@ -68,14 +72,32 @@ def _noise(w: Tensor, p_out: int, q_in: int, snr_db: float, gen: torch.Generator
     return out
 
 
+def _split(full: Tensor, q_in: int, mode: str, std: float, scale: float,
+           gen: torch.Generator | None) -> Tensor:  # fmt: skip
+    """LEMON's uneven split of ``full`` (``(out, in)``) over ``q_in`` input copies: the column
+    blocks sum to ``full``; ``"comp"``: ``[W - sum C, C_2, ..]`` with ``C = scale * N(0, std)``,
+    ``"projection"``: ``R_c - (sum_j R_j - W) / q_in`` with ``R = N(0, std)``."""
+    rand = [torch.randn(full.shape, generator=gen).to(full) * std for _ in range(q_in)]
+    if mode == "comp":
+        rest = [r * scale for r in rand[1:]]
+        return torch.cat([full - sum(rest), *rest], 1)
+    total = sum(rand)
+    return torch.cat([r - (total - full) / q_in for r in rand], 1)
+
+
 def _linear(
-    m: nn.Module, p_out: int, q_in: int, *, parts: int = 1, noise: tuple | None = None
-) -> list[Change]:
-    """``m`` becomes ``tile(W, p_out, q_in) / q_in`` (rows tiled per part), bias tiled."""
+    m: nn.Module, p_out: int, q_in: int, *, parts: int = 1, noise: tuple | None = None,
+    split: tuple | None = None,
+) -> list[Change]:  # fmt: skip
+    """``m`` becomes ``tile(W, p_out, q_in) / q_in`` (rows tiled per part), bias tiled; with
+    ``split`` the input copies' weights are LEMON's uneven split instead of ``W / q_in`` each."""
     w = _logical(m)
-    new = _tile_rows(w, p_out, parts).repeat(1, q_in) / q_in
+    full = _tile_rows(w, p_out, parts)
+    new = full.repeat(1, q_in) / q_in
     if noise is not None and q_in > 1:
         new = _noise(new, p_out * parts, q_in, *noise)
+    if split is not None and q_in > 1:
+        new = _split(full, q_in, *split)
     conv1d = _is_conv1d(m)
 
     def remap(t: Tensor, fill: float) -> Tensor:
@@ -131,21 +153,38 @@ def _embedding(m: nn.Module, n: int, tied: nn.Module | None) -> list[Change]:
     return changes
 
 
-def _attention(a: AttentionParts, n: int, hm: int, noise: tuple | None) -> list[Change]:
-    kv_mult = 1 if a.n_kv_head == 1 else hm
+def _kv_mult(a: AttentionParts, hm: int) -> int:
+    """Key-value heads multiply with the heads, except one shared by several (multi-query)."""
+    return 1 if a.n_kv_head == 1 < a.n_head else hm
+
+
+def _attention(a: AttentionParts, n: int, hm: int, noise: tuple | None,
+               split: tuple | None) -> list[Change]:  # fmt: skip
+    kw = {"noise": noise, "split": split}
     if a.qkv is not None:
-        changes = _linear(a.qkv, hm, n, parts=3, noise=noise)
+        changes = _linear(a.qkv, hm, n, parts=3, **kw)
     else:
-        changes = _linear(a.q, hm, n, noise=noise)
-        changes += _linear(a.k, kv_mult, n, noise=noise)
-        changes += _linear(a.v, kv_mult, n, noise=noise)
-    return changes + _linear(a.o, n, hm, noise=noise)
+        changes = _linear(a.q, hm, n, **kw)
+        changes += _linear(a.k, _kv_mult(a, hm), n, **kw)
+        changes += _linear(a.v, _kv_mult(a, hm), n, **kw)
+    return changes + _linear(a.o, n, hm, **kw)
 
 
-def _check(parts: TransformerParts, n: int, fm: int, hm: int) -> None:
+_SPLITS = ("even", "comp", "projection")
+
+
+def _check(parts: TransformerParts, n: int, fm: int, hm: int, split: str,
+           snr_db: float | None) -> None:  # fmt: skip
     for what, v in (("n", n), ("ffn_mult", fm), ("heads_mult", hm)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise GrowthInputError(f"clone_width: {what} must be a positive int, got {v!r}")
+    if split not in _SPLITS:
+        raise GrowthInputError(f"clone_width: split must be one of {_SPLITS}, got {split!r}")
+    if split != "even" and snr_db is not None:
+        raise GrowthInputError(
+            "clone_width: choose one symmetry breaker: snr_db (HyperCloning's noise) or "
+            f"split={split!r} (LEMON's uneven split), not both"
+        )
     for b in parts.blocks:
         a = b.attn
         if a.qkv is not None and a.n_kv_head != a.n_head:
@@ -159,6 +198,9 @@ def clone_width(
     ffn_mult: int | None = None,
     heads_mult: int | None = None,
     snr_db: float | None = None,
+    split: str = "even",
+    split_std: float = 0.02,
+    split_scale: float = 0.1,
     generator: torch.Generator | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     unknown_optimizer: str = "raise",
@@ -183,8 +225,19 @@ def clone_width(
         HyperCloning's symmetry-breaking noise at this signal-to-noise ratio (dB)
         on every hidden-to-hidden matrix; default none (the paper's default). The
         noise cancels on the tiled input, so the function is still preserved.
+    split : {"even", "comp", "projection"}, default "even"
+        How each reader's weight is shared by the input copies it reads: evenly,
+        ``W / n`` each (HyperCloning); ``"comp"``, ``W - C`` for the first copy and
+        ``C = split_scale * N(0, split_std)`` for each other (LEMON's BERT default,
+        which the code asserts for ``n = 2``; torchgrow allows any ``n``);
+        ``"projection"``, ``R_c - (sum_j R_j - W) / n`` with ``R ~ N(0, split_std)``
+        (LEMON's ViT rule). Every split sums to the old weight, so the function is
+        preserved, and the copies' gradients differ.
+    split_std, split_scale : float, default 0.02 and 0.1
+        The random parts of the split: the large model's init scale, and the
+        ``comp`` factor.
     generator : torch.Generator, optional
-        For the noise.
+        For the noise and the split.
     optimizer : torch.optim.Optimizer, optional
         Carried along: each tiled parameter's state is tiled with it.
     unknown_optimizer : {"raise", "reset"}
@@ -205,8 +258,9 @@ def clone_width(
     parts = find_layout(model)
     fm = n if ffn_mult is None else ffn_mult
     hm = n if heads_mult is None else heads_mult
-    _check(parts, n, fm, hm)
+    _check(parts, n, fm, hm, split, snr_db)
     noise = None if snr_db is None else (float(snr_db), generator)
+    sp = None if split == "even" else (split, float(split_std), float(split_scale), generator)
     changes: list[Change] = []
     structural = []
     for i, emb in enumerate(parts.embeddings):
@@ -214,29 +268,29 @@ def clone_width(
     for b in parts.blocks:
         for norm in b.norms:
             changes += _norm(norm, n)
-        changes += _attention(b.attn, n, hm, noise)
+        changes += _attention(b.attn, n, hm, noise, sp)
         f = b.ffn
-        changes += _linear(f.up, fm, n, noise=noise)
+        changes += _linear(f.up, fm, n, noise=noise, split=sp)
         if f.gate is not None:
-            changes += _linear(f.gate, fm, n, noise=noise)
-        changes += _linear(f.down, n, fm, noise=noise)
+            changes += _linear(f.gate, fm, n, noise=noise, split=sp)
+        changes += _linear(f.down, n, fm, noise=noise, split=sp)
         a = b.attn
-        kv = a.n_kv_head if a.n_kv_head == 1 else a.n_kv_head * hm
-        structural += a.set_heads(a.n_head * hm, kv)
+        structural += a.set_heads(a.n_head * hm, a.n_kv_head * _kv_mult(a, hm))
     if parts.final_norm is not None:
         changes += _norm(parts.final_norm, n, scale=1.0 / n if parts.tied else 1.0)
     if parts.head is not None and not parts.tied:
-        changes += _linear(parts.head, 1, n)
+        changes += _linear(parts.head, 1, n, split=sp)
     b0 = parts.blocks[0]
     d = _logical(b0.ffn.down).shape[0] * n
     f_width = _logical(b0.ffn.up).shape[0] * fm
-    kv0 = b0.attn.n_kv_head if b0.attn.n_kv_head == 1 else b0.attn.n_kv_head * hm
+    kv0 = b0.attn.n_kv_head * _kv_mult(b0.attn, hm)
     structural += parts.set_width(d, b0.attn.n_head * hm, kv0, f_width)
     record = EditRecord(
         op="clone_width",
         target=parts.container,
         modules=[b.name for b in parts.blocks],
-        details={"n": n, "ffn_mult": fm, "heads_mult": hm, "snr_db": snr_db, "d_model_after": d},
+        details={"n": n, "ffn_mult": fm, "heads_mult": hm, "snr_db": snr_db, "split": split,
+                 "d_model_after": d},  # fmt: skip
     )
     return run_edit(
         model, changes, structural, record, optimizer=optimizer,
