@@ -289,8 +289,14 @@ def clone_width(
         op="clone_width",
         target=parts.container,
         modules=[b.name for b in parts.blocks],
-        details={"n": n, "ffn_mult": fm, "heads_mult": hm, "snr_db": snr_db, "split": split,
-                 "d_model_after": d},  # fmt: skip
+        details={
+            "n": n,
+            "ffn_mult": fm,
+            "heads_mult": hm,
+            "snr_db": snr_db,
+            "split": split,
+            "d_model_after": d,
+        },
     )
     return run_edit(
         model, changes, structural, record, optimizer=optimizer,
