@@ -23,7 +23,8 @@ The rules are conservative: a change keeps a result fresh only if
 
 A module that the benchmark's scripts cannot import at all (:func:`reachable`:
 every import statement of every module they reach, those inside functions
-included) cannot change the result, whatever the change to it.
+included) cannot change the result, whatever the change to it; nor can a function
+or class that the benchmark cannot run (:mod:`benchmarks.liveness`).
 
 Anything else (a deleted module, a changed function body, a new top-level
 call such as a registration) makes the result stale.
@@ -32,6 +33,7 @@ call such as a registration) makes the result stale.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from pathlib import Path
@@ -156,7 +158,19 @@ def new_module_reason(source: str) -> str | None:
     return None
 
 
-def change_reason(old: str, new: str, watched: str = "") -> str | None:
+def _kept(body: list[ast.stmt], live: set[str] | None) -> list[ast.stmt]:
+    """The top-level statements that matter: all but the docstring and, with ``live``,
+    the definitions (functions, classes) the benchmark cannot run."""
+    out = [s for i, s in enumerate(body) if not (i == 0 and _docstring(s))]
+    if live is None:
+        return out
+    defs = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    return [s for s in out if not isinstance(s, defs) or s.name in live]
+
+
+def change_reason(
+    old: str, new: str, watched: str = "", live: set[str] | None = None
+) -> str | None:
     """Why the change ``old -> new`` of a module could change an old result; None if additive.
 
     Parameters
@@ -165,9 +179,13 @@ def change_reason(old: str, new: str, watched: str = "") -> str | None:
         The module's source at the result's commit and now.
     watched : str
         Text of the benchmark's own scripts: a registry named in it may not gain entries.
+    live : set of str, optional
+        The module's top-level definitions the benchmark can run, at either version
+        (:func:`benchmarks.liveness.live_definitions`); a change to any other
+        definition is ignored. Default: every definition counts.
     """
-    olds = [s for i, s in enumerate(ast.parse(old).body) if not (i == 0 and _docstring(s))]
-    news = [s for i, s in enumerate(ast.parse(new).body) if not (i == 0 and _docstring(s))]
+    olds = _kept(ast.parse(old).body, live)
+    news = _kept(ast.parse(new).body, live)
     old_names = set().union(*(_bound(s) for s in olds)) if olds else set()
     added: list[ast.stmt] = []
     j = 0
@@ -235,6 +253,11 @@ def _imports(tree: ast.AST, package: str, strings: bool = False) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _module_imports(text: str, package: str) -> frozenset[str]:
+    return frozenset(_imports(ast.parse(text), package))
+
+
 def reachable(src: Path, sources: list[str], top: str = "torchgrow") -> list[Path]:
     """The modules of package ``top`` under ``src`` that code in ``sources`` can import, transitively.
 
@@ -261,6 +284,6 @@ def reachable(src: Path, sources: list[str], top: str = "torchgrow") -> list[Pat
             seen[mod] = path
             package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
             todo += [
-                m for m in _imports(ast.parse(path.read_text()), package) if m.split(".")[0] == top
+                m for m in _module_imports(path.read_text(), package) if m.split(".")[0] == top
             ]
     return sorted(set(seen.values()))

@@ -15,19 +15,21 @@ the results made before a change to the code they depend on (``src/``, the
 environment's pins, the benchmark's own script and the ``benchmarks`` modules it
 imports) that could have changed them: the ones to re-run. A change to ``src/``
 that only adds to it (new modules, new functions, new registry entries; see
-:mod:`benchmarks.freshness`) leaves them fresh.
+:mod:`benchmarks.freshness`), or changes only functions and classes the
+benchmark cannot run (:mod:`benchmarks.liveness`), leaves them fresh.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import re
 import subprocess
 from pathlib import Path
 
-from benchmarks import freshness
+from benchmarks import freshness, liveness
 from benchmarks.common import RESULTS, ROOT
 
 MARKER = re.compile(
@@ -112,10 +114,40 @@ def dependencies(name: str) -> list[str]:
     ]
 
 
+@functools.lru_cache(maxsize=4096)
 def _show(commit: str, path: str) -> str:
     return subprocess.run(
         ["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
+
+
+def _show_or_none(commit: str, path: str) -> str | None:
+    try:
+        return _show(commit, path)
+    except subprocess.CalledProcessError:  # not there at that commit
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def _live_at(rev: str, deps: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """Per library module, the definitions the benchmark can run at ``rev``."""
+    scripts = [_show("HEAD", d) for d in deps if d.startswith("benchmarks/")]
+    paths = [ROOT / d for d in deps if d.startswith("src/")]
+
+    def read(p: Path) -> str | None:
+        return _show_or_none(rev, str(p.relative_to(ROOT)))
+
+    found = liveness.live_definitions(ROOT / "src", paths, scripts, read)
+    return {str(p.relative_to(ROOT)): frozenset(n) for p, n in found.items()}
+
+
+def _live(commit: str, deps: list[str]) -> dict[str, set[str]]:
+    """Per library module, the definitions the benchmark can run at ``commit`` or at HEAD."""
+    out: dict[str, set[str]] = {}
+    for rev in (commit, "HEAD"):
+        for path, names in _live_at(rev, tuple(deps)).items():
+            out.setdefault(path, set()).update(names)
+    return out
 
 
 def _why_stale(commit: str, deps: list[str]) -> list[str]:
@@ -125,6 +157,7 @@ def _why_stale(commit: str, deps: list[str]) -> list[str]:
         cwd=ROOT, capture_output=True, text=True, check=False,
     ).stdout.splitlines()  # fmt: skip
     watched = "\n".join(_show("HEAD", d) for d in deps if d.startswith("benchmarks/"))
+    live = _live(commit, deps) if lines else {}
     out = []
     for line in lines:
         status, path = line.split("\t", 1)
@@ -134,7 +167,8 @@ def _why_stale(commit: str, deps: list[str]) -> list[str]:
             if status == "A":
                 reason = freshness.new_module_reason(new)
             else:
-                reason = freshness.change_reason(_show(commit, path), new, watched)
+                old = _show(commit, path)
+                reason = freshness.change_reason(old, new, watched, live.get(path, set()))
         if reason is not None:
             out.append(f"{path} ({reason})")
     return out

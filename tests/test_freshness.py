@@ -9,6 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.freshness import change_reason, new_module_reason, reachable  # noqa: E402
+from benchmarks.liveness import live_definitions  # noqa: E402
 
 OLD = '''"""A module."""
 from .a import f
@@ -91,3 +92,49 @@ def test_only_the_modules_a_benchmark_can_import_are_what_it_depends_on(tmp_path
     script = 'subprocess.run([sys.executable, "-m", "pkg", "run"])'
     got = {p.relative_to(pkg).as_posix() for p in reachable(tmp_path, [script], top="pkg")}
     assert {"__main__.py", "cli.py", "report.py"} <= got  # a process it starts counts too
+
+
+def test_only_definitions_a_benchmark_can_run_are_live(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    files = {
+        "__init__.py": (
+            "from .core import train, Lemon as L\nfrom . import extra\n"
+            '__all__ = ["train", "L", "orphan"]\n'
+        ),
+        "core.py": (
+            "from .helpers import step as _step\n\n"
+            "def train(x):\n    return _step(x)\n\n"
+            "class Lemon:\n    def run(self):\n        return expand()\n\n"
+            "def expand():\n    return 2\n\n"
+            "def orphan():\n    return train(1)\n"
+        ),
+        "helpers.py": (
+            "def step(x):\n    return x\n\n"
+            "def lazy():\n    return 0\n\n"
+            "def hooked():\n    return 1\n\n"
+            "def by_name():\n    return 3\n\n"
+            "@register\ndef rule():\n    return tail()\n\n"
+            "def tail():\n    return 4\n"
+        ),
+        "extra.py": "TABLE = {'k': lambda: None}\n\ndef unused():\n    return 5\n",
+    }
+    for name, text in files.items():
+        (pkg / name).write_text(text)
+    paths = reachable(tmp_path, ["import pkg"], top="pkg")
+    script = "import pkg\npkg.train(3)\ngetattr(pkg.helpers, 'by_name')()\nobj.hooked()\n"
+    live = {p.name: names for p, names in live_definitions(tmp_path, paths, [script]).items()}
+    # train is used; step through its "as" import; the rule registers at import (and uses tail);
+    # by_name through a string, hooked through an attribute; Lemon, expand, orphan, lazy and
+    # unused nobody can call (an __all__ entry is not a use)
+    assert live["core.py"] == {"train"}
+    assert live["helpers.py"] == {"step", "by_name", "hooked", "rule", "tail"}
+    assert live["extra.py"] == set()
+    changed = files["core.py"].replace("return 2", "return 3")
+    assert change_reason(files["core.py"], changed, live=live["core.py"]) is None
+    assert change_reason(files["core.py"], changed) is not None  # without liveness: stale
+    changed = files["core.py"].replace("return _step(x)", "return _step(x) + 1")
+    assert "gone or changed" in change_reason(files["core.py"], changed, live=live["core.py"])
+    script = "from pkg import L\nL().run()\n"
+    live = {p.name: names for p, names in live_definitions(tmp_path, paths, [script]).items()}
+    assert {"Lemon", "expand"} <= live["core.py"]  # through the "as" name; a class as a whole
