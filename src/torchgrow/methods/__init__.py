@@ -12,7 +12,7 @@ from .compnet import DESCRIPTION as COMPNET_DESCRIPTION
 from .compnet import CompNet
 from .gradmax import DESCRIPTION as GRADMAX_DESCRIPTION
 from .gradmax import GradMax
-from .gradmax_tx import gradmax_ffn
+from .gradmax_tx import gradmax_ffn, gradmax_heads
 from .msg import DESCRIPTION as MSG_DESCRIPTION
 from .msg import MSG
 from .nest import DESCRIPTION as NEST_DESCRIPTION
@@ -42,4 +42,5 @@ __all__ = [
     "LEMON",
     "LEMON_DESCRIPTION",
     "gradmax_ffn",
+    "gradmax_heads",
 ]

@@ -33,6 +33,7 @@ from .tx_depth import (
     midas_order,
     stack_blocks,
 )
+from .tx_heads import add_given_heads
 from .tx_layout import TransformerParts, find_layout, register_layout
 from .tx_width import add_heads, grow_ffn
 from .units import DeadUnitWarning, FunctionChangeWarning, shrink, widen
@@ -75,6 +76,7 @@ __all__ = [
     "clone_width",
     "Ramp",
     "OptimizerPolicy",
+    "add_given_heads",
     "insert_identity_block",
     "stack_blocks",
     "g_stack_order",
