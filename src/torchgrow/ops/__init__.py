@@ -4,7 +4,8 @@ Every edit validates all of its inputs first, then commits atomically: on any
 error the model and the optimizer are exactly as they were. Each returns an
 :class:`EditRecord`. Transformers have their own edits, which read the model's
 layout (:func:`find_layout`): FFN width (:func:`grow_ffn`), attention heads
-(:func:`add_heads`), every width at once by cloning (:func:`clone_width`) and depth (:func:`insert_identity_block`, :func:`stack_blocks`).
+(:func:`add_heads`), every width at once by cloning (:func:`clone_width`), the residual stream
+through masks (:func:`grow_hidden`) and depth (:func:`insert_identity_block`, :func:`stack_blocks`).
 """
 
 from . import layers as _layers  # noqa: F401  (registers the built-in layer kinds)
@@ -34,6 +35,7 @@ from .tx_depth import (
     stack_blocks,
 )
 from .tx_heads import add_given_heads
+from .tx_hidden import grow_hidden
 from .tx_layout import TransformerParts, find_layout, register_layout
 from .tx_width import add_heads, grow_ffn
 from .units import DeadUnitWarning, FunctionChangeWarning, shrink, widen
@@ -77,6 +79,7 @@ __all__ = [
     "Ramp",
     "OptimizerPolicy",
     "add_given_heads",
+    "grow_hidden",
     "insert_identity_block",
     "stack_blocks",
     "g_stack_order",
