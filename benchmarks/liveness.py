@@ -9,19 +9,23 @@ result fresh. The rules are conservative (a name that might refer to a definitio
 counts as a use of it):
 
 * the roots are every name, attribute and identifier-like string in the benchmark's
-  scripts, every top-level statement of a reachable module that is not a function or
-  class definition (it runs at import: registries, registrations, constants; an
-  ``__all__`` list only names what a star import takes) and every definition with a
-  decorator that could register it;
+  scripts, the names and attributes in every top-level statement of a reachable module
+  that is not a function or class definition (it runs at import: registries,
+  registrations, constants; an ``__all__`` list only names what a star import takes) and
+  every definition with a decorator that could register it;
 * a live definition makes live what it uses: a bare name resolves in its own module
   (its definitions, or through the module's imports to the definition they bind, ``as``
-  names followed); an attribute (``obj.name``) or an identifier-like string (``getattr(x,
-  "name")``, a registry key) makes every definition of that name in any module live,
-  and every definition a module imports under that name;
+  names followed); an attribute (``obj.name``) or an identifier-like string in its code
+  (``getattr(x, "name")``) makes every definition of that name in any module live, and
+  every definition a module imports under that name;
 * a class is live or dead as a whole (any of its methods may be called implicitly).
 
 A definition that is neither a root nor reachable from one cannot run in the
-benchmark, so changing or deleting it cannot move the result.
+benchmark, so changing or deleting it cannot move the result. The one assumption:
+torchgrow does not look its own functions and classes up by a name computed from
+module-level data (a string in a description table names nothing); no
+``getattr`` of a torchgrow module or class with a computed name
+(``tests/test_freshness.py`` checks the source for it).
 """
 
 from __future__ import annotations
@@ -39,15 +43,16 @@ _HARMLESS = {"dataclass", "staticmethod", "classmethod", "property"}
 Defn = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
-def _uses(node: ast.AST) -> tuple[set[str], set[str]]:
-    """``(bare names, global names)`` a node uses: names vs attributes and identifier strings."""
+def _uses(node: ast.AST, strings: bool = True) -> tuple[set[str], set[str]]:
+    """``(bare names, global names)`` a node uses: names vs attributes (and, with ``strings``,
+    identifier-like strings)."""
     bare, anywhere = set(), set()
     for n in ast.walk(node):
         if isinstance(n, ast.Name):
             bare.add(n.id)
         elif isinstance(n, ast.Attribute):
             anywhere.add(n.attr)
-        elif isinstance(n, ast.Constant) and isinstance(n.value, str):
+        elif strings and isinstance(n, ast.Constant) and isinstance(n.value, str):
             if _IDENT.fullmatch(n.value):
                 anywhere.add(n.value)
     return bare, anywhere
@@ -102,10 +107,10 @@ class _Module:
                 else:
                     self.imports[a.asname or a.name] = (mod, a.name)
 
-    def uses(self, node: ast.AST) -> tuple[set[str], set[str]]:
+    def uses(self, node: ast.AST, strings: bool = True) -> tuple[set[str], set[str]]:
         """:func:`_uses` of one of this module's statements, computed once."""
         if id(node) not in self._uses:
-            self._uses[id(node)] = _uses(node)
+            self._uses[id(node)] = _uses(node, strings)
         return self._uses[id(node)]
 
 
@@ -165,8 +170,8 @@ def live_definitions(
             for star in m.star:
                 resolve(star, name, depth + 1)
 
-    def use(mod: str, node: ast.AST) -> None:
-        bare, glob = modules[mod].uses(node)
+    def use(mod: str, node: ast.AST, strings: bool = True) -> None:
+        bare, glob = modules[mod].uses(node, strings)
         for name in bare:
             resolve(mod, name)
         anywhere(glob)
@@ -177,7 +182,7 @@ def live_definitions(
     for mod, m in modules.items():
         for stmt in m.top:
             if not _all_list(stmt):
-                use(mod, stmt)
+                use(mod, stmt, strings=False)  # data: its strings name nothing by themselves
         for name, defs in m.defs.items():
             if any(_registers(d) for d in defs):
                 todo.append((mod, name))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
@@ -138,3 +139,52 @@ def test_only_definitions_a_benchmark_can_run_are_live(tmp_path):
     script = "from pkg import L\nL().run()\n"
     live = {p.name: names for p, names in live_definitions(tmp_path, paths, [script]).items()}
     assert {"Lemon", "expand"} <= live["core.py"]  # through the "as" name; a class as a whole
+
+
+def test_the_library_never_looks_its_own_definitions_up_by_a_computed_name():
+    """The liveness analysis's one assumption (benchmarks/liveness.py): no ``getattr`` of a
+    torchgrow module with a computed name, no ``globals()``, no ``sys.modules`` lookups. The
+    safe checkpoint loader imports classes by the names a run saved (classes it used)."""
+    src = Path(__file__).resolve().parents[1] / "src" / "torchgrow"
+    allowed = {"io/safety.py"}
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        rel = path.relative_to(src).as_posix()
+        tree = ast.parse(path.read_text())
+        package = ".".join(["torchgrow", *path.relative_to(src).parent.parts])
+        modules = set()  # names this module binds to torchgrow modules
+        for n in ast.walk(tree):
+            if isinstance(n, ast.ImportFrom) and (
+                n.level or (n.module or "").startswith("torchgrow")
+            ):
+                base = (
+                    src.parent.joinpath(
+                        *package.split(".")[: len(package.split(".")) - n.level + 1]
+                    )
+                    if n.level
+                    else src.parent
+                )
+                base = base.joinpath(*(n.module or "").split(".")) if n.module else base
+                for a in n.names:
+                    if (base / f"{a.name}.py").exists() or (base / a.name / "__init__.py").exists():
+                        modules.add(a.asname or a.name)
+            elif isinstance(n, ast.Import):
+                modules |= {a.asname or a.name for a in n.names if a.name.startswith("torchgrow")}
+        for n in ast.walk(tree):
+            if not isinstance(n, ast.Call):
+                continue
+            f = n.func
+            name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")
+            if name == "globals":
+                found.append(f"{rel}:{n.lineno} {name}()")
+            if name in ("getattr", "hasattr") and len(n.args) >= 2:
+                obj, key = n.args[0], n.args[1]
+                if (
+                    isinstance(obj, ast.Name)
+                    and obj.id in modules
+                    and not isinstance(key, ast.Constant)
+                ):
+                    found.append(f"{rel}:{n.lineno} {name}({obj.id}, ...)")
+        if "sys.modules" in path.read_text():
+            found.append(f"{rel}: sys.modules")
+    assert [f for f in found if f.split(":")[0] not in allowed] == []
