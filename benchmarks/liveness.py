@@ -8,16 +8,18 @@ scripts could reach by name, so that a change to any *other* definition leaves t
 result fresh. The rules are conservative (a name that might refer to a definition
 counts as a use of it):
 
-* the roots are every name, attribute and identifier-like string in the benchmark's
-  scripts, the names and attributes in every top-level statement of a reachable module
+* the roots are what the benchmark's scripts use (read as modules of their own), the names and attributes in every top-level statement of a reachable module
   that is not a function or class definition (it runs at import: registries,
   registrations, constants; an ``__all__`` list only names what a star import takes) and
   every definition with a decorator that could register it;
 * a live definition makes live what it uses: a bare name resolves in its own module
   (its definitions, or through the module's imports to the definition they bind, ``as``
-  names followed); an attribute (``obj.name``) or an identifier-like string in its code
-  (``getattr(x, "name")``) makes every definition of that name in any module live, and
-  every definition a module imports under that name;
+  names followed); an attribute of a name bound to one of the package's modules
+  (``ops.widen``) resolves in that module, one of a name imported from outside the
+  package (``np.load``, ``F.relu``) or of what a call returns (``Loader(f).load()``)
+  names nothing of it, and any other attribute (``obj.widen``) or identifier-like string in its code (``getattr(x, "widen")``) makes
+  every definition of that name in any module live, and every definition a module
+  imports under that name;
 * a class is live or dead as a whole (any of its methods may be called implicitly).
 
 A definition that is neither a root nor reachable from one cannot run in the
@@ -43,19 +45,27 @@ _HARMLESS = {"dataclass", "staticmethod", "classmethod", "property"}
 Defn = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
-def _uses(node: ast.AST, strings: bool = True) -> tuple[set[str], set[str]]:
-    """``(bare names, global names)`` a node uses: names vs attributes (and, with ``strings``,
-    identifier-like strings)."""
-    bare, anywhere = set(), set()
+Uses = tuple[set[str], set[tuple[str | None, str]], set[str]]
+
+
+def _uses(node: ast.AST, strings: bool = True) -> Uses:
+    """``(bare names, attributes as (base name or None, attribute), identifier strings)`` a node
+    uses (strings only with ``strings``)."""
+    bare: set[str] = set()
+    attrs: set[tuple[str | None, str]] = set()
+    words: set[str] = set()
     for n in ast.walk(node):
         if isinstance(n, ast.Name):
             bare.add(n.id)
-        elif isinstance(n, ast.Attribute):
-            anywhere.add(n.attr)
+        elif isinstance(n, ast.Attribute) and not isinstance(n.value, ast.Call):
+            # an attribute of what a call returns is one of an object's, not a module's: a
+            # function stored on an object was named where it was stored (the package never
+            # imports its own modules by a computed name, the assumption below)
+            attrs.add((n.value.id if isinstance(n.value, ast.Name) else None, n.attr))
         elif strings and isinstance(n, ast.Constant) and isinstance(n.value, str):
             if _IDENT.fullmatch(n.value):
-                anywhere.add(n.value)
-    return bare, anywhere
+                words.add(n.value)
+    return bare, attrs, words
 
 
 def _registers(d: Defn) -> bool:
@@ -79,9 +89,9 @@ def _module_name(src: Path, path: Path) -> str:
 
 
 class _Module:
-    def __init__(self, name: str, is_package: bool, tree: ast.Module) -> None:
+    def __init__(self, name: str, is_package: bool, tree: ast.Module, top: str) -> None:
         self.name, self.tree = name, tree
-        self._uses: dict[int, tuple[set[str], set[str]]] = {}
+        self._uses: dict[int, Uses] = {}
         self.package = name if is_package else name.rpartition(".")[0]
         self.defs: dict[str, list[Defn]] = {}
         self.top: list[ast.stmt] = []
@@ -91,8 +101,19 @@ class _Module:
             else:
                 self.top.append(stmt)
         self.imports: dict[str, tuple[str, str]] = {}  # bound name -> (module, name there)
+        self.modules: dict[str, str] = {}  # bound name -> module (``import a.b as c``)
+        self.external: set[str] = set()  # names bound to things from outside the package
         self.star: list[str] = []
         for n in ast.walk(tree):  # imports inside functions bind names too
+            if isinstance(n, ast.Import):
+                for a in n.names:
+                    if a.name.split(".")[0] != top:
+                        self.external.add(a.asname or a.name.split(".")[0])
+                    else:
+                        self.modules[a.asname or a.name.split(".")[0]] = (
+                            a.name if a.asname else a.name.split(".")[0]
+                        )
+                continue
             if not isinstance(n, ast.ImportFrom):
                 continue
             if n.level:
@@ -102,12 +123,14 @@ class _Module:
             else:
                 mod = n.module or ""
             for a in n.names:
-                if a.name == "*":
+                if n.level == 0 and mod.split(".")[0] != top:
+                    self.external.add(a.asname or a.name)
+                elif a.name == "*":
                     self.star.append(mod)
                 else:
                     self.imports[a.asname or a.name] = (mod, a.name)
 
-    def uses(self, node: ast.AST, strings: bool = True) -> tuple[set[str], set[str]]:
+    def uses(self, node: ast.AST, strings: bool = True) -> Uses:
         """:func:`_uses` of one of this module's statements, computed once."""
         if id(node) not in self._uses:
             self._uses[id(node)] = _uses(node, strings)
@@ -115,8 +138,8 @@ class _Module:
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(name: str, is_package: bool, text: str) -> _Module:
-    return _Module(name, is_package, ast.parse(text))
+def _parsed(name: str, is_package: bool, text: str, top: str) -> _Module:
+    return _Module(name, is_package, ast.parse(text), top)
 
 
 def live_definitions(
@@ -124,6 +147,7 @@ def live_definitions(
     paths: list[Path],
     scripts: list[str],
     read: Callable[[Path], str | None] | None = None,
+    top: str = "torchgrow",
 ) -> dict[Path, set[str]]:
     """The names of the live top-level definitions of each module (see the module docstring).
 
@@ -138,6 +162,8 @@ def live_definitions(
     read : callable, optional
         The source of a module (default: the file as it is now); ``None`` if it does
         not exist (a module at an older commit).
+    top : str
+        The package's name (imports of anything else are outside it).
     """
     read = read or (lambda p: p.read_text())
     modules: dict[str, _Module] = {}
@@ -147,7 +173,7 @@ def live_definitions(
         if text is None:
             continue
         name = _module_name(src, path)
-        modules[name] = _parsed(name, path.name == "__init__.py", text)
+        modules[name] = _parsed(name, path.name == "__init__.py", text, top)
         by_path[name] = path
     live: set[tuple[str, str]] = set()
     todo: list[tuple[str, str]] = []
@@ -170,16 +196,39 @@ def live_definitions(
             for star in m.star:
                 resolve(star, name, depth + 1)
 
+    def module_named(mod: str, base: str) -> str | None:
+        """The package module that name ``base`` is bound to in module ``mod``, if any."""
+        m = modules[mod]
+        if base in m.modules:
+            return m.modules[base] if m.modules[base] in modules else None
+        if base in m.imports:
+            where, name = m.imports[base]
+            full = f"{where}.{name}" if where else name
+            return full if full in modules else None
+        return None
+
     def use(mod: str, node: ast.AST, strings: bool = True) -> None:
-        bare, glob = modules[mod].uses(node, strings)
+        m = modules[mod]
+        bare, attrs, words = m.uses(node, strings)
         for name in bare:
             resolve(mod, name)
-        anywhere(glob)
+        for base, attr in attrs:
+            if base is not None and base in m.external:
+                continue  # numpy.load, torch.save, F.relu: not the package's
+            target = None if base is None else module_named(mod, base)
+            if target is not None:
+                resolve(target, attr)  # ops.widen: that module's widen
+            else:
+                anywhere({attr})  # obj.widen: any definition of that name
+        anywhere(words)
 
-    for text in scripts:
-        bare, glob = _uses(ast.parse(text))
-        anywhere(bare | glob)
+    for i, text in enumerate(scripts):  # each script a module of its own, live as a whole
+        key = f"<script {i}>"
+        modules[key] = _parsed(key, False, text, top)
+        use(key, modules[key].tree)
     for mod, m in modules.items():
+        if mod.startswith("<script"):
+            continue
         for stmt in m.top:
             if not _all_list(stmt):
                 use(mod, stmt, strings=False)  # data: its strings name nothing by themselves
@@ -195,5 +244,6 @@ def live_definitions(
             use(key[0], d)
     out: dict[Path, set[str]] = {p: set() for p in by_path.values()}
     for mod, name in live:
-        out[by_path[mod]].add(name)
+        if mod in by_path:
+            out[by_path[mod]].add(name)
     return out

@@ -118,13 +118,18 @@ def test_only_definitions_a_benchmark_can_run_are_live(tmp_path):
             "@register\ndef rule():\n    return tail()\n\n"
             "def tail():\n    return 4\n"
         ),
-        "extra.py": "TABLE = {'k': lambda: None}\n\ndef unused():\n    return 5\n",
+        "extra.py": (
+            "TABLE = {'k': lambda: None, 'name': 'unused'}\n\ndef unused():\n    return 5\n\n"
+            "def expand():\n    return 6\n"
+        ),
     }
     for name, text in files.items():
         (pkg / name).write_text(text)
     paths = reachable(tmp_path, ["import pkg"], top="pkg")
     script = "import pkg\npkg.train(3)\ngetattr(pkg.helpers, 'by_name')()\nobj.hooked()\n"
-    live = {p.name: names for p, names in live_definitions(tmp_path, paths, [script]).items()}
+    live = {
+        p.name: names for p, names in live_definitions(tmp_path, paths, [script], top="pkg").items()
+    }
     # train is used; step through its "as" import; the rule registers at import (and uses tail);
     # by_name through a string, hooked through an attribute; Lemon, expand, orphan, lazy and
     # unused nobody can call (an __all__ entry is not a use)
@@ -137,8 +142,20 @@ def test_only_definitions_a_benchmark_can_run_are_live(tmp_path):
     changed = files["core.py"].replace("return _step(x)", "return _step(x) + 1")
     assert "gone or changed" in change_reason(files["core.py"], changed, live=live["core.py"])
     script = "from pkg import L\nL().run()\n"
-    live = {p.name: names for p, names in live_definitions(tmp_path, paths, [script]).items()}
+    live = {
+        p.name: names for p, names in live_definitions(tmp_path, paths, [script], top="pkg").items()
+    }
     assert {"Lemon", "expand"} <= live["core.py"]  # through the "as" name; a class as a whole
+    assert live["extra.py"] == set()  # core's expand, not extra's: Lemon calls it by its bare name
+
+    def live_for(script):
+        found = live_definitions(tmp_path, paths, [script], top="pkg")
+        return {p.name: names for p, names in found.items()}
+
+    # an attribute of a package module resolves there; of an outside name, nowhere
+    assert live_for("from pkg import core\ncore.expand()\n")["extra.py"] == set()
+    assert live_for("x.expand()\n")["extra.py"] == {"expand"}  # any object: every expand
+    assert live_for("import numpy as np\nnp.hooked()\n")["helpers.py"] == {"rule", "tail"}
 
 
 def test_the_library_never_looks_its_own_definitions_up_by_a_computed_name():
