@@ -93,29 +93,8 @@ def gradmax_ffn(
             "gradient. Grow it with ops.grow_ffn (random fan-in, zero fan-out) instead"
         )
     how = _GradMaxHow(scale=scale, scale_method=scale_method)
-    inputs: dict[int, Tensor] = {}
-    outputs: dict[int, Tensor] = {}
-    handles = []
-    for i in chosen:
-        f = parts.blocks[i].ffn
-        handles.append(
-            f.up.register_forward_hook(lambda m, a, out, i=i: inputs.__setitem__(i, a[0].detach()))
-        )
-        handles.append(
-            f.down.register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out))
-        )
-    try:
-        with torch.enable_grad():
-            loss = loss_fn()
-            missing = [i for i in chosen if i not in outputs]
-            if missing or not loss.requires_grad:
-                raise GrowthInputError(
-                    f"loss_fn() did not run the FFN of blocks {missing} with gradients"
-                )
-            grads = torch.autograd.grad(loss, [outputs[i] for i in chosen], allow_unused=True)
-    finally:
-        for h in handles:
-            h.remove()
+    ffns = {i: (parts.blocks[i].ffn.up, parts.blocks[i].ffn.down) for i in chosen}
+    inputs, outputs, grads = _capture(ffns, loss_fn, "FFN")
     plans = []
     for i, g in zip(chosen, grads, strict=True):
         f = parts.blocks[i].ffn
@@ -145,31 +124,31 @@ def _pulled_back(delta: Tensor, causal: bool) -> Tensor:
     return w.flip(1).cumsum(1).flip(1)  # sum over t >= s of delta_t / (t + 1)
 
 
-def _capture(model, parts, chosen, loss_fn):
-    """Each chosen block's attention input and the gradient at its output projection."""
+def _capture(pairs: dict[int, tuple[nn.Module, nn.Module]], loss_fn: Callable[[], Tensor],
+             what: str) -> tuple[dict[int, Tensor], dict[int, Tensor], tuple]:  # fmt: skip
+    """For each block ``i: (reader, writer)``: the reader's input, the writer's output, and the
+    gradient of ``loss_fn()`` at that output (``.grad`` of the parameters left as they were)."""
     inputs: dict[int, Tensor] = {}
     outputs: dict[int, Tensor] = {}
     handles = []
-    for i in chosen:
-        a = parts.blocks[i].attn
-        reader = a.qkv if a.qkv is not None else a.v
+    for i, (reader, writer) in pairs.items():
         handles.append(
             reader.register_forward_hook(
                 lambda m, x, out, i=i: inputs.__setitem__(i, x[0].detach())
             )
         )
         handles.append(
-            a.o.register_forward_hook(lambda m, x, out, i=i: outputs.__setitem__(i, out))
+            writer.register_forward_hook(lambda m, x, out, i=i: outputs.__setitem__(i, out))
         )
     try:
         with torch.enable_grad():
             loss = loss_fn()
-            missing = [i for i in chosen if i not in outputs]
+            missing = [i for i in pairs if i not in outputs]
             if missing or not loss.requires_grad:
                 raise GrowthInputError(
-                    f"loss_fn() did not run the attention of blocks {missing} with gradients"
+                    f"loss_fn() did not run the {what} of blocks {missing} with gradients"
                 )
-            grads = torch.autograd.grad(loss, [outputs[i] for i in chosen], allow_unused=True)
+            grads = torch.autograd.grad(loss, [outputs[i] for i in pairs], allow_unused=True)
     finally:
         for h in handles:
             h.remove()
@@ -242,7 +221,11 @@ def gradmax_heads(
                 f"gradmax_heads: {a.name} has {group} query heads per key-value head; k={k} must "
                 f"be a multiple of {group}"
             )
-    inputs, outputs, grads = _capture(model, parts, chosen, loss_fn)
+    attns = {
+        i: (a.qkv if a.qkv is not None else a.v, a.o)
+        for i, a in ((i, parts.blocks[i].attn) for i in chosen)
+    }
+    inputs, outputs, grads = _capture(attns, loss_fn, "attention")
     how = _GradMaxHow(scale=scale, scale_method=scale_method)
     plans = []
     for i, g in zip(chosen, grads, strict=True):
