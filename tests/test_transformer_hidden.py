@@ -4,58 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
+from test_transformer_ops import BUILDERS, VOCAB, _logits, _trained  # the same tiny models
 
 from torchgrow import models
 from torchgrow.errors import GrowthInputError
 from torchgrow.ops import Ramp, check_consistent, find_layout, grow_hidden
-
-VOCAB, T_LEN = 40, 12
-
-
-def _gpt(**kw):
-    return models.gpt(VOCAB, context=16, n_layer=2, d_model=16, n_head=2, **kw)
-
-
-def _hf(kind: str) -> nn.Module:
-    tr = pytest.importorskip("transformers")
-    tr.logging.set_verbosity_error()
-    if kind == "gpt2":
-        cfg = tr.GPT2Config(
-            vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=16,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        )  # fmt: skip
-        return tr.GPT2LMHeadModel(cfg)
-    cfg = tr.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=24, max_position_embeddings=16, head_dim=4,
-    )  # fmt: skip
-    return tr.LlamaForCausalLM(cfg)
-
-
-BUILDERS = {
-    "gpt": _gpt,
-    "gpt-swiglu-rms-gqa-tied": lambda: _gpt(mlp="swiglu", norm="rmsnorm", n_kv_head=1, tie=True),
-    "hf-gpt2": lambda: _hf("gpt2"),
-    "hf-llama": lambda: _hf("llama"),
-}
-
-
-def _logits(model, x):
-    out = model(x)
-    return getattr(out, "logits", out)
-
-
-def _trained(name):
-    torch.manual_seed(0)
-    model = BUILDERS[name]()
-    x = torch.randint(0, VOCAB, (3, T_LEN))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(2):
-        opt.zero_grad()
-        _logits(model, x).logsumexp(-1).mean().backward()
-        opt.step()
-    return model.eval(), opt, x
 
 
 def _step(model, opt, x):
