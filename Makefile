@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: install demo test bench lint data browser clean
 
+# The base environment (what the benchmarks run in), then the test-only integrations installed
+# over it with every base package held at its version (pip freeze): they add packages, never
+# change one (benchmarks/environment.py relies on it).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,ray]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[data,report,dev,ray]'
+	$(PY) -m pip freeze --exclude-editable > $(VENV)/base-freeze.txt
+	$(PY) -m pip install -q -c constraints.txt -c $(VENV)/base-freeze.txt -e '.[lightning,hf]'
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The demo needs the core and MNIST-1D only.
+$(DEMO_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[mnist1d]'
+	touch $(DEMO_STAMP)
 
 # Fashion-MNIST comes from Debian's package; installing it needs root. Best effort: tests that
 # need it skip with a clear reason when it is absent.
@@ -31,7 +43,7 @@ browser:
 		|| echo "note: could not install chromium; the browser test will skip"; \
 	fi
 
-demo: install
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/torchgrow demo
 
 test: install data browser

@@ -16,7 +16,9 @@ environment's pins, the benchmark's own script and the ``benchmarks`` modules it
 imports) that could have changed them: the ones to re-run. A change to ``src/``
 that only adds to it (new modules, new functions, new registry entries; see
 :mod:`benchmarks.freshness`), or changes only functions and classes the
-benchmark cannot run (:mod:`benchmarks.liveness`), leaves them fresh.
+benchmark cannot run (:mod:`benchmarks.liveness`), leaves them fresh; so does a change to
+``pyproject.toml`` or ``constraints.txt`` that installs the same base environment
+(:mod:`benchmarks.environment`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from benchmarks import freshness, liveness
+from benchmarks import environment, freshness, liveness
 from benchmarks.common import RESULTS, ROOT
 
 MARKER = re.compile(
@@ -162,7 +164,9 @@ def _why_stale(commit: str, deps: list[str]) -> list[str]:
     for line in lines:
         status, path = line.split("\t", 1)
         reason: str | None = "changed"
-        if path.startswith("src/") and path.endswith(".py") and status in ("A", "M"):
+        if path in ("pyproject.toml", "constraints.txt") and status == "M":
+            reason = environment.environment_reason(path, _show(commit, path), _show("HEAD", path))
+        elif path.startswith("src/") and path.endswith(".py") and status in ("A", "M"):
             new = _show("HEAD", path)
             if status == "A":
                 reason = freshness.new_module_reason(new)
