@@ -27,14 +27,29 @@ def _run(pattern: str, what: str, *, one_thread: bool = False, seed: int | None 
     return namespace
 
 
-def test_readme_example_runs_and_grows(capsys):
-    namespace = _run(r"## Grow a network in ten lines\n", "example", one_thread=True)
+def _grew_as_promised(namespace: dict) -> None:
     model, grower = namespace["model"], namespace["grower"]
     assert [e.step for e in grower.events] == [100, 100, 200, 200, 300, 300, 400, 400]
     assert model.fc1.out_features == 16 + 4 * 8 and model.fc2.out_features == 16 + 4 * 8
     assert all(e.max_abs_delta <= 1e-6 for e in grower.events)
-    printed = capsys.readouterr().out
-    assert printed.count("->") == 8
+
+
+def test_readme_example_is_ten_lines_that_run_and_grow(capsys):
+    block = re.search(
+        r"## Grow a network in ten lines\n+```python\n(.*?)```", README.read_text(), re.S
+    )
+    assert block is not None
+    assert len([line for line in block.group(1).splitlines() if line.strip()]) == 10
+    namespace = _run(r"## Grow a network in ten lines\n", "example", one_thread=True)
+    _grew_as_promised(namespace)
+    assert capsys.readouterr().out.count("->") == 8
+    assert namespace["history"].last["val_accuracy"] > 0.3
+
+
+def test_readme_own_loop_example_runs_and_grows(capsys):
+    namespace = _run(r"In your own training loop", "own-loop example", one_thread=True)
+    _grew_as_promised(namespace)
+    assert capsys.readouterr().out.count("->") == 8
 
 
 def test_readme_own_model_example_runs(capsys):

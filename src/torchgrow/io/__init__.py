@@ -14,10 +14,23 @@ your own class is refused with its name until you allow the class
 (``load(path, allow=[MyNet])``, :func:`add_safe_classes`) or trust the file
 (``load(path, trusted=True)``, which unpickles anything: only for your own
 files).
+
+:func:`architecture_record` and :func:`restore_architecture` carry a grown model's
+structure (without its weights) through another framework's checkpoint, so that its
+``state_dict`` loads back (:mod:`torchgrow.integrations`).
 """
 
 from ..errors import CheckpointError
+from .architecture import architecture_record, restore_architecture
 from .checkpoint import Checkpoint, load, save
 from .safety import add_safe_classes
 
-__all__ = ["Checkpoint", "CheckpointError", "add_safe_classes", "load", "save"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "add_safe_classes",
+    "architecture_record",
+    "load",
+    "restore_architecture",
+    "save",
+]

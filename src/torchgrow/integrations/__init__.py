@@ -1,0 +1,10 @@
+"""Growth inside the training frameworks people use.
+
+Each integration is a module of its own, imported on demand (``import torchgrow`` never
+imports a framework):
+
+* :mod:`torchgrow.integrations.lightning`: a Lightning ``Callback`` that grows during
+  ``Trainer.fit`` with Lightning's own optimizer, logs the growth events through the
+  trainer's logger, and makes checkpoints of the grown model load back
+  (``pip install torchgrow[lightning]``).
+"""
