@@ -21,10 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-# The demo needs the core and MNIST-1D only.
+# The demo needs the core and MNIST-1D only; not byte-compiling torch's thousands of modules
+# at install time (Python compiles the few the demo imports) saves about a minute.
 $(DEMO_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[mnist1d]'
+	$(PY) -m pip install -q --no-compile -c constraints.txt -e '.[mnist1d]'
 	touch $(DEMO_STAMP)
 
 # Fashion-MNIST comes from Debian's package; installing it needs root. Best effort: tests that

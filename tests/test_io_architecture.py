@@ -87,3 +87,24 @@ def test_bad_records_and_paths_are_refused():
         restore_architecture(fresh, architecture_record(model, ["net"]))
     with pytest.raises(CheckpointError):
         restore_architecture(fresh, b"not an archive")
+
+
+class Tied(nn.Module):
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, width)
+        self.head = nn.Linear(width, 10, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.head(self.emb(ids))
+
+
+def test_weights_tied_across_recorded_submodules_stay_tied():
+    model = Tied(width=6)
+    fresh = Tied()
+    restore_architecture(fresh, architecture_record(model))  # torch layers only
+    assert fresh.head.weight is fresh.emb.weight and fresh.emb.weight.shape == (10, 6)
+    fresh.load_state_dict(model.state_dict())
+    ids = torch.arange(10)
+    torch.testing.assert_close(fresh(ids), model(ids), rtol=0, atol=0)

@@ -36,17 +36,19 @@ FORMAT = "torchgrow-architecture"
 VERSION = 1
 
 
-def _on_meta(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose parameters and persistent buffers are empty ``meta`` tensors
-    (non-persistent buffers keep their values: no ``state_dict`` brings them back)."""
+def _on_meta(modules: list[nn.Module]) -> list[nn.Module]:
+    """Copies of ``modules`` whose parameters and persistent buffers are empty ``meta``
+    tensors (non-persistent buffers keep their values: no ``state_dict`` brings them back).
+    One copy for all of them, so that a tensor they share (tied weights) stays shared."""
     memo: dict[int, Any] = {}
-    for p in module.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
-    for sub in module.modules():
-        for name, b in sub._buffers.items():
-            if b is not None and name not in sub._non_persistent_buffers_set:
-                memo[id(b)] = torch.empty_like(b, device="meta")
-    return copy.deepcopy(module, memo)
+    for module in modules:
+        for p in module.parameters():
+            memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+        for sub in module.modules():
+            for name, b in sub._buffers.items():
+                if b is not None and name not in sub._non_persistent_buffers_set:
+                    memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(modules, memo)
 
 
 def architecture_record(model: nn.Module, paths: Sequence[str] | None = None) -> bytes:
@@ -74,14 +76,14 @@ def architecture_record(model: nn.Module, paths: Sequence[str] | None = None) ->
     """
     if paths is None:
         paths = [name for name, _ in model.named_children()]
+    try:
+        subs = [model.get_submodule(path) for path in paths]
+    except AttributeError as exc:
+        raise CheckpointError(f"architecture_record: {exc}") from exc
     modules: dict[str, nn.Module] = {}
     parametrizations: dict[str, list] = {}
-    for path in paths:
-        try:
-            sub = model.get_submodule(path)
-        except AttributeError as exc:
-            raise CheckpointError(f"architecture_record: {exc}") from exc
-        modules[path], parametrizations[path] = _strip_parametrizations(_on_meta(sub))
+    for path, copied in zip(paths, _on_meta(subs), strict=True):
+        modules[path], parametrizations[path] = _strip_parametrizations(copied)
     own = {name: tuple(p.shape) for name, p in model.named_parameters(recurse=False)}
     payload = {
         "format": FORMAT,
@@ -110,6 +112,24 @@ def architecture_record(model: nn.Module, paths: Sequence[str] | None = None) ->
             "could load the checkpoint; move the class into a module and import it from there"
         )
     return data
+
+
+def _materialize(modules: list[nn.Module], device: torch.device) -> None:
+    """Replace the ``meta`` parameters and buffers of ``modules`` by uninitialised tensors on
+    ``device``, one for each shared tensor (``Module.to_empty`` would untie tied weights)."""
+    made: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    for root in modules:
+        for sub in root.modules():
+            for slots in (sub._parameters, sub._buffers):
+                for name, t in list(slots.items()):
+                    if t is None or not t.is_meta:
+                        continue
+                    if id(t) not in made:
+                        new = torch.empty_like(t, device=device)
+                        if isinstance(t, nn.Parameter):
+                            new = nn.Parameter(new, t.requires_grad)
+                        made[id(t)] = (t, new)  # the old tensor kept alive: ids stay unique
+                    slots[name] = made[id(t)][1]
 
 
 def _device_of(module: nn.Module) -> torch.device:
@@ -161,15 +181,17 @@ def restore_architecture(
                 raise CheckpointError(
                     f"the checkpoint's grown submodule {path!r} is not in this model: {exc}"
                 ) from exc
+    if "" in payload["modules"]:
+        raise CheckpointError(
+            "the record holds the whole model: rebuild it with restore_architecture on its "
+            "parent, or record its children"
+        )
+    for path, sub in payload["modules"].items():
+        _restore_parametrizations(sub, payload["parametrizations"][path])
+    # all at once, parametrizations' own buffers (masks) included: shared tensors stay shared
+    _materialize(list(payload["modules"].values()), device)
     changed = []
     for path, sub in payload["modules"].items():
-        if not path:
-            raise CheckpointError(
-                "the record holds the whole model: rebuild it with restore_architecture on "
-                "its parent, or record its children"
-            )
-        _restore_parametrizations(sub, payload["parametrizations"][path])
-        sub = sub.to_empty(device=device)  # the parametrizations' own buffers (masks) too
         parent, _, leaf = path.rpartition(".")
         setattr(model.get_submodule(parent), leaf, sub)
         changed.append(path)
