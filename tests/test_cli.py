@@ -115,7 +115,7 @@ def test_unknown_method_lists_valid_ones(capsys) -> None:
         (["run", "--epochs", "-1"], "expected an integer >= 0"),
         (["run", "--widths", "40,x"], "comma-separated integers"),
         (["run", "--checkpoint-every", "2"], "needs --out"),
-        (["run", "--data", "cifar"], "invalid choice: 'cifar'"),
+        (["run", "--data", "cifar"], "'cifar' is not one of mnist1d, digits"),
         (["run", "--data", "digits", "--model", "lenet_300_100", "--widths", "64,8"], "mlp only"),
         ([], "required"),
     ],

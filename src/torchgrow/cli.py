@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import cli_user, distributed
 from . import data as tg_data
-from . import distributed
 from . import how as tg_how
 from . import models as tg_models
 from .grower import Grower
@@ -214,8 +214,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model on an offline data set, growing it with --method.",
     )
     run.add_argument("--method", choices=list(METHODS), default="random", help=methods)
-    run.add_argument("--data", choices=CLI_DATASETS, default="mnist1d", help="data set")
-    run.add_argument("--model", choices=list(tg_models.MODELS), default="mlp", help="model family")
+    run.add_argument(
+        "--data",
+        type=_name_or_user(CLI_DATASETS, "--data"),
+        default="mnist1d",
+        help=f"{', '.join(CLI_DATASETS)}, or your own: package.module:function returning a "
+        "torchgrow Dataset or (x_train, y_train, x_test, y_test)",
+    )
+    run.add_argument(
+        "--model",
+        type=_name_or_user(tuple(tg_models.MODELS), "--model"),
+        default="mlp",
+        help=f"{', '.join(tg_models.MODELS)}, or your own: package.module:factory returning an "
+        "nn.Module (given input_shape= and num_classes= if it takes them)",
+    )
     run.add_argument(
         "--widths",
         type=_widths,
@@ -260,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--resume", type=Path, default=None, help="continue from a checkpoint of an earlier run"
+    )
+    run.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write the curves for TensorBoard under --out (pip install torchgrow[tensorboard])",
     )
     run.add_argument("--device", default="cpu", help="torch device (default cpu)")
     run.add_argument(
@@ -383,8 +400,22 @@ def _add_compare_parsers(sub: Any) -> None:
 
 
 # --------------------------------------------------------------------------- run
+def _name_or_user(names: tuple[str, ...], flag: str) -> Callable[[str], str]:
+    """An argparse type: one of ``names``, or a user's ``package.module:function``."""
+
+    def check(value: str) -> str:
+        if value in names or cli_user.is_user_spec(value):
+            return value
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not one of {', '.join(names)} nor a package.module:function"
+        )
+
+    check.__name__ = flag.lstrip("-")
+    return check
+
+
 def _load_data(name: str, args: argparse.Namespace) -> tg_data.Dataset:
-    ds = tg_data.load(name)
+    ds = cli_user.user_dataset(name) if cli_user.is_user_spec(name) else tg_data.load(name)
     if args.train_size is not None or args.test_size is not None:
         if args.train_size is not None and args.train_size > ds.n_train:
             raise ValueError(f"--train-size {args.train_size} > {ds.n_train} training examples")
@@ -401,6 +432,8 @@ def _build_model(args: argparse.Namespace, ds: tg_data.Dataset) -> nn.Module:
     common = {"activation": args.activation, "width_mult": args.width_mult}
     if args.widths is not None and args.model != "mlp":
         raise ValueError(f"--widths applies to --model mlp only, not {args.model}")
+    if cli_user.is_user_spec(args.model):
+        return cli_user.user_model(args.model, ds)
     if args.model == "mlp":
         widths = args.widths or [n_in, 16, 16, classes]
         if widths[0] != n_in or widths[-1] != classes:
@@ -443,6 +476,8 @@ def _build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.
 def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.checkpoint_every is not None and args.out is None:
         parser.error("--checkpoint-every needs --out DIR (the checkpoint is written there)")
+    if args.tensorboard and args.out is None:
+        parser.error("--tensorboard needs --out DIR (the event files are written there)")
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -480,6 +515,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         checkpoint_every=args.checkpoint_every,
         progress=args.progress,
         resume_from=args.resume,
+        tensorboard=args.tensorboard,
     )
     settings = {
         "data": f"{ds.name} ({ds.n_train} train / {ds.n_test} test)",
