@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.demo-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install demo test bench lint data browser clean
+.PHONY: install demo test bench lint docs data browser clean
 
 # The base environment (what the benchmarks run in), then the test-only integrations installed
 # over it with every base package held at its version (pip freeze): they add packages, never
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[data,report,dev,ray]'
 	$(PY) -m pip freeze --exclude-editable > $(VENV)/base-freeze.txt
-	$(PY) -m pip install -q -c constraints.txt -c $(VENV)/base-freeze.txt -e '.[lightning,hf]'
+	$(PY) -m pip install -q -c constraints.txt -c $(VENV)/base-freeze.txt -e '.[lightning,hf,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -52,6 +52,10 @@ test: install data browser
 
 bench: install data
 	$(PY) -m benchmarks.run_all
+
+# The API reference from the docstrings, with the guides (build/site); warnings are errors.
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
