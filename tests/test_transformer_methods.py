@@ -86,6 +86,24 @@ def test_msg_grows_ffn_layers_and_heads_through_ramps_keeping_the_function():
     assert all(math.isfinite(x) for x in losses)
 
 
+def test_msg_grows_the_hidden_size_too_at_its_official_30_percent():
+    model = _model(n_layer=1, d_model=8, n_head=1, head_dim=8, d_ff=16)
+    opt = _adamw(model)
+    with pytest.raises(GrowthInputError, match="d_model=4 is below"):
+        methods.MSG(model, opt, 100, _example(), d_ff=32, n_head=2, n_layer=2, d_model=4)
+    msg = methods.MSG(model, opt, 100, _example(), d_ff=32, n_head=2, n_layer=2, d_model=16)
+    assert msg.event_steps() == [10, 20, 30, 40]  # no second layer event: 2 layers already
+    _, losses = _train(msg, 60)
+    assert [e["event"] for e in msg.log] == ["FFN 16->32", "layers 1->2", "hidden 8->16",
+                                             "heads 1->2"]  # fmt: skip
+    assert all(e["max_abs_dout"] <= 1e-5 for e in msg.log)  # masked norms keep the function
+    assert model.tok_emb.weight.shape[1] == 16 and model.blocks[1].norm2.normalized_shape == (16,)
+    assert all(not r.active for r, _ in msg.ramps)
+    check_consistent(model, msg.optimizer)
+    assert _decay_group_holds_only_matrices(opt, model)
+    assert all(math.isfinite(x) for x in losses)
+
+
 def test_msg_interleaves_copies_when_asked_and_refuses_bad_plans():
     model = _model(n_layer=2)
     before = {n: p.clone() for n, p in model.state_dict().items()}
