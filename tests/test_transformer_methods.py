@@ -200,6 +200,30 @@ def test_lemon_split_lets_the_copies_drift_apart(split):
     assert (drift > 1e-4) if split == "comp" else (drift == 0.0)  # even: copies stay copies
 
 
+def test_a_policy_reaches_every_edit_of_the_methods_that_carry_the_optimizer():
+    model = _model(n_layer=1, n_head=1, head_dim=8, d_ff=16)
+    opt = _adamw(model)
+    msg = methods.MSG(model, opt, 100, _example(), d_ff=32, n_head=1, n_layer=1,
+                      policy=ops.OptimizerPolicy("reset"))  # fmt: skip
+    _train(msg, 10)
+    msg.update(10)  # the FFN event
+    grown = [model.blocks[0].mlp.up.weight, model.blocks[0].mlp.down.weight]
+    assert all(p not in msg.optimizer.state for p in grown)  # reset: no state for them
+    assert model.tok_emb.weight in msg.optimizer.state  # untouched: kept
+    model = _model(n_layer=3)
+    opt = _adamw(model)
+    midas = methods.MIDAS(model, opt, 100, _example(), stages=(0.1,),
+                          policy=ops.OptimizerPolicy("copy"))  # fmt: skip
+    _train(midas, 10)
+    midas.update(10)  # a copy of the middle block, which starts with its source's moments
+    src, new = model.blocks[1], model.blocks[2]
+    assert torch.equal(
+        opt.state[src.mlp.up.weight]["exp_avg"], opt.state[new.mlp.up.weight]["exp_avg"]
+    )
+    with pytest.raises(GrowthInputError, match="OptimizerPolicy"):
+        methods.MIDAS(model, opt, 100, _example(), policy="copy")
+
+
 def test_a_schedule_needs_a_real_length():
     model = _model()
     with pytest.raises(GrowthInputError, match="total_steps"):

@@ -38,7 +38,7 @@ class MSG(ScheduledGrowth):
 
     Parameters
     ----------
-    model, optimizer, total_steps, example, make_optimizer
+    model, optimizer, total_steps, example, make_optimizer, policy
         See :class:`~torchgrow.methods.scheduled.ScheduledGrowth`.
     d_ff, n_head, n_layer : int
         The target widths and depth; each must be at least the model's. Depth
@@ -90,8 +90,11 @@ class MSG(ScheduledGrowth):
         warmup: float = 0.05,
         seed: int = 0,
         make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+        policy: ops.OptimizerPolicy | None = None,
     ) -> None:
-        super().__init__(model, optimizer, total_steps, example, make_optimizer=make_optimizer)
+        super().__init__(
+            model, optimizer, total_steps, example, make_optimizer=make_optimizer, policy=policy
+        )
         if layer_order not in ("append", "interleave"):
             raise GrowthInputError(
                 f"layer_order must be 'append' or 'interleave', got {layer_order!r}"
@@ -148,6 +151,7 @@ class MSG(ScheduledGrowth):
                 "optimizer": self.optimizer,
                 "example": self.example,
                 "ramp": self.ramp(self.ramp_steps),
+                "policy": self.policy,
             }
             if kind == "ffn":
                 return ops.grow_ffn(self.model, amount, fan_out="random", std=self.std,
