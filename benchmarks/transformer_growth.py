@@ -17,9 +17,9 @@ deviations are named in ``docs/transformers.md``):
   10B-of-300B practice); fresh AdamW and a new warm-up + cosine after.
 * ``MIDAS``: 1 layer, a copy of the middle block at 5, 15 and 30 %; one schedule,
   optimizer carried.
-* ``MSG``: 1 layer, 2 heads, FFN 128 (d_model 128): FFN -> 512 at 10 %, layers
-  1 -> 2 at 20 %, heads 2 -> 4 at 40 %, layers 2 -> 4 at 50 %, each through a mask
-  ramped over 5 % of the steps; new weights N(0, 0.02); linear schedule rewound to
+* ``MSG``: 1 layer, d_model 64, 2 heads, FFN 128: FFN -> 512 at 10 %, layers
+  1 -> 2 at 20 %, hidden size 64 -> 128 at 30 % (masked norms), heads 2 -> 4 at 40 %,
+  layers 2 -> 4 at 50 %, each through a mask ramped over 5 % of the steps; new weights N(0, 0.02); linear schedule rewound to
   the peak at the first two events; optimizer carried.
 * ``HyperCloning``: 4 layers at d_model 64 (2 heads, FFN 256) for 40 %, cloned x2
   (residual stream, heads, FFN); fresh AdamW, warm-up + cosine over the rest.
@@ -96,8 +96,8 @@ class Contender:
 def contenders() -> list[Contender]:
     """The contenders (see the module docstring); each is a :mod:`torchgrow.methods` class."""
     small_w = {"n_layer": 4, "d_model": 64, "n_head": 2, "d_ff": 256}
-    msg_start = {"n_layer": 1, "d_model": 128, "n_head": 2, "head_dim": 32, "d_ff": 128}
-    msg_target = {"d_ff": TARGET["d_ff"], "n_head": TARGET["n_head"], "n_layer": TARGET["n_layer"]}
+    msg_start = {"n_layer": 1, "d_model": 64, "n_head": 2, "head_dim": 32, "d_ff": 128}
+    msg_target = {k: TARGET[k] for k in ("d_ff", "n_head", "n_layer", "d_model")}
     return [
         Contender("scratch", TARGET, Scratch),
         Contender("G_stack", {**TARGET, "n_layer": 1}, methods.GStack),

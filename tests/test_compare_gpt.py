@@ -46,7 +46,7 @@ def test_compare_runs_every_transformer_method_into_the_same_target(tmp_path):
         assert x["test_bits_per_char"] == pytest.approx(x["test_loss"] / math.log(2))
         assert 0 <= r["test_accuracy"] <= 1
     assert results["gpt_static"]["growth_events"] == 0
-    assert [results[m]["growth_events"] for m in ("g_stack", "midas", "msg")] == [1, 3, 4]
+    assert [results[m]["growth_events"] for m in ("g_stack", "midas", "msg")] == [1, 3, 5]
     for preserving in ("msg", "hypercloning", "lemon"):
         assert results[preserving]["max_abs_delta"] <= 1e-5, preserving
     assert results["g_stack"]["max_abs_delta"] > 1e-3  # stacking copies is not preserving
@@ -56,7 +56,7 @@ def test_compare_runs_every_transformer_method_into_the_same_target(tmp_path):
     events = [json.loads(line) for line in
               (run_dir(tmp_path, "msg", 0) / "events.jsonl").read_text().splitlines()]  # fmt: skip
     assert [e["detail"].split(" (")[0] for e in events] == [
-        "FFN 128->512", "layers 1->2", "heads 2->4", "layers 2->4"
+        "FFN 128->512", "layers 1->2", "hidden 64->128", "heads 2->4", "layers 2->4"
     ]  # fmt: skip
     # the report names the metric and shows bits per character
     assert cli.main(["report", str(tmp_path)]) == 0

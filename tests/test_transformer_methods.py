@@ -86,6 +86,24 @@ def test_msg_grows_ffn_layers_and_heads_through_ramps_keeping_the_function():
     assert all(math.isfinite(x) for x in losses)
 
 
+def test_msg_grows_the_hidden_size_too_at_its_official_30_percent():
+    model = _model(n_layer=1, d_model=8, n_head=1, head_dim=8, d_ff=16)
+    opt = _adamw(model)
+    with pytest.raises(GrowthInputError, match="d_model=4 is below"):
+        methods.MSG(model, opt, 100, _example(), d_ff=32, n_head=2, n_layer=2, d_model=4)
+    msg = methods.MSG(model, opt, 100, _example(), d_ff=32, n_head=2, n_layer=2, d_model=16)
+    assert msg.event_steps() == [10, 20, 30, 40]  # no second layer event: 2 layers already
+    _, losses = _train(msg, 60)
+    assert [e["event"] for e in msg.log] == ["FFN 16->32", "layers 1->2", "hidden 8->16",
+                                             "heads 1->2"]  # fmt: skip
+    assert all(e["max_abs_dout"] <= 1e-5 for e in msg.log)  # masked norms keep the function
+    assert model.tok_emb.weight.shape[1] == 16 and model.blocks[1].norm2.normalized_shape == (16,)
+    assert all(not r.active for r, _ in msg.ramps)
+    check_consistent(model, msg.optimizer)
+    assert _decay_group_holds_only_matrices(opt, model)
+    assert all(math.isfinite(x) for x in losses)
+
+
 def test_msg_interleaves_copies_when_asked_and_refuses_bad_plans():
     model = _model(n_layer=2)
     before = {n: p.clone() for n, p in model.state_dict().items()}
@@ -180,6 +198,30 @@ def test_lemon_split_lets_the_copies_drift_apart(split):
     emb = model.tok_emb.weight.detach()
     drift = float((emb[:, :8] - emb[:, 8:]).abs().max())
     assert (drift > 1e-4) if split == "comp" else (drift == 0.0)  # even: copies stay copies
+
+
+def test_a_policy_reaches_every_edit_of_the_methods_that_carry_the_optimizer():
+    model = _model(n_layer=1, n_head=1, head_dim=8, d_ff=16)
+    opt = _adamw(model)
+    msg = methods.MSG(model, opt, 100, _example(), d_ff=32, n_head=1, n_layer=1,
+                      policy=ops.OptimizerPolicy("reset"))  # fmt: skip
+    _train(msg, 10)
+    msg.update(10)  # the FFN event
+    grown = [model.blocks[0].mlp.up.weight, model.blocks[0].mlp.down.weight]
+    assert all(p not in msg.optimizer.state for p in grown)  # reset: no state for them
+    assert model.tok_emb.weight in msg.optimizer.state  # untouched: kept
+    model = _model(n_layer=3)
+    opt = _adamw(model)
+    midas = methods.MIDAS(model, opt, 100, _example(), stages=(0.1,),
+                          policy=ops.OptimizerPolicy("copy"))  # fmt: skip
+    _train(midas, 10)
+    midas.update(10)  # a copy of the middle block, which starts with its source's moments
+    src, new = model.blocks[1], model.blocks[2]
+    assert torch.equal(
+        opt.state[src.mlp.up.weight]["exp_avg"], opt.state[new.mlp.up.weight]["exp_avg"]
+    )
+    with pytest.raises(GrowthInputError, match="OptimizerPolicy"):
+        methods.MIDAS(model, opt, 100, _example(), policy="copy")
 
 
 def test_a_schedule_needs_a_real_length():

@@ -87,9 +87,9 @@ class _Scratch(methods.ScheduledGrowth):
 def _plans(cfg: Any) -> dict[str, tuple[dict[str, int], Build]]:
     target, half = _shapes(cfg)
     d = target["d_model"]
-    msg_start = {"n_layer": 1, "d_model": d, "n_head": target["n_head"] // 2, "head_dim": 32,
-                 "d_ff": d}  # fmt: skip
-    msg_to = {k: target[k] for k in ("d_ff", "n_head", "n_layer")}
+    msg_start = {"n_layer": 1, "d_model": d // 2, "n_head": target["n_head"] // 2,
+                 "head_dim": 32, "d_ff": d}  # fmt: skip
+    msg_to = {k: target[k] for k in ("d_ff", "n_head", "n_layer", "d_model")}
     return {
         "gpt_static": (target, _Scratch),
         "g_stack": ({**target, "n_layer": 1}, methods.GStack),

@@ -1,7 +1,7 @@
 """MSG (Yao, Zhang, Li, Wang; ICLR 2024): masked structural growth of a transformer on a schedule.
 
-Every new structure (FFN units, heads, layers) enters through a mask that ramps
-linearly from 0 to 1 over a few steps, so each event preserves the function
+Every new structure (FFN units, hidden size, heads, layers) enters through a mask
+that ramps linearly from 0 to 1 over a few steps, so each event preserves the function
 whatever the new weights are; the optimizer is carried (old moments kept, new
 entries at zero) and the linear learning-rate schedule is rewound to its peak at
 the first two events.
@@ -25,8 +25,8 @@ DESCRIPTION = {
     "GPT-2 pre-training at the same downstream score (abstract)",
     "when": "on a fixed schedule: FFN at 10 %, layers x2 at 20 %, hidden at 30 %, heads at "
     "40 %, layers x2 at 50 % of the run (the official scripts' proportions)",
-    "where": "every dimension in turn: FFN width, depth (copies appended on top), heads "
-    "(torchgrow does not grow the hidden size by masks: see docs/transformers.md)",
+    "where": "every dimension in turn: FFN width, depth (copies appended on top), the hidden "
+    "size (masked norms), heads",
     "how": "new weights N(0, 0.02) behind masks ramped 0 -> 1 over 5 % of the run "
     "(function-preserving at every event); Adam state carried, new entries zero; the linear "
     "lr schedule rewound to its peak at the first two events",
@@ -34,19 +34,23 @@ DESCRIPTION = {
 
 
 class MSG(ScheduledGrowth):
-    """Masked structural growth into a target FFN width, head count and depth.
+    """Masked structural growth into a target FFN width, hidden size, head count and depth.
 
     Parameters
     ----------
-    model, optimizer, total_steps, example, make_optimizer
+    model, optimizer, total_steps, example, make_optimizer, policy
         See :class:`~torchgrow.methods.scheduled.ScheduledGrowth`.
     d_ff, n_head, n_layer : int
         The target widths and depth; each must be at least the model's. Depth
         grows in two events, to ``min(2 L, n_layer)`` and then to ``n_layer``.
+    d_model : int, optional
+        The target hidden size (default the model's: no hidden event); it grows
+        through :func:`torchgrow.ops.grow_hidden`'s masked norms.
     times : tuple of 4 floats, default (0.10, 0.20, 0.40, 0.50)
         When the FFN, first layer, heads and second layer events happen, as shares
-        of ``total_steps`` (the official scripts' 10/20/40/50 %; their hidden-size
-        event at 30 % is not implemented).
+        of ``total_steps`` (the official scripts' 10/20/40/50 %).
+    hidden_at : float, default 0.30
+        When the hidden-size event happens (the official 30 %).
     ramp : float, default 0.05
         Length of each mask's ramp, as a share of ``total_steps``; events must be
         further apart (MSG allows one ramp at a time).
@@ -76,7 +80,9 @@ class MSG(ScheduledGrowth):
         d_ff: int,
         n_head: int,
         n_layer: int,
+        d_model: int | None = None,
         times: tuple[float, float, float, float] = (0.10, 0.20, 0.40, 0.50),
+        hidden_at: float = 0.30,
         ramp: float = 0.05,
         std: float = 0.02,
         layer_order: str = "append",
@@ -84,8 +90,11 @@ class MSG(ScheduledGrowth):
         warmup: float = 0.05,
         seed: int = 0,
         make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+        policy: ops.OptimizerPolicy | None = None,
     ) -> None:
-        super().__init__(model, optimizer, total_steps, example, make_optimizer=make_optimizer)
+        super().__init__(
+            model, optimizer, total_steps, example, make_optimizer=make_optimizer, policy=policy
+        )
         if layer_order not in ("append", "interleave"):
             raise GrowthInputError(
                 f"layer_order must be 'append' or 'interleave', got {layer_order!r}"
@@ -93,15 +102,22 @@ class MSG(ScheduledGrowth):
         parts = ops.find_layout(model)
         b0 = parts.blocks[0]
         up = b0.ffn.up
+        down = b0.ffn.down
         now = {"d_ff": int(getattr(up, "out_features", None) or up.nf),  # nn.Linear or Conv1D
-               "n_head": b0.attn.n_head, "n_layer": len(parts.blocks)}  # fmt: skip
-        want = {"d_ff": d_ff, "n_head": n_head, "n_layer": n_layer}
+               "n_head": b0.attn.n_head, "n_layer": len(parts.blocks),
+               "d_model": int(getattr(down, "out_features", None) or down.nf)}  # fmt: skip
+        d_model = now["d_model"] if d_model is None else d_model
+        want = {"d_ff": d_ff, "n_head": n_head, "n_layer": n_layer, "d_model": d_model}
         for key, value in want.items():
             if value < now[key]:
                 raise GrowthInputError(f"MSG grows: {key}={value} is below the model's {now[key]}")
         if len(times) != 4 or list(times) != sorted(times) or not 0 < times[0] <= times[-1] < 1:
             raise GrowthInputError(f"times must be 4 increasing shares in (0, 1), got {times!r}")
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        if not 0 < hidden_at < 1:
+            raise GrowthInputError(f"hidden_at must be a share in (0, 1), got {hidden_at!r}")
+        grows_hidden = d_model > now["d_model"]
+        shares = sorted([*times, hidden_at] if grows_hidden else times)
+        gaps = [b - a for a, b in zip(shares, shares[1:], strict=False)]
         if ramp <= 0 or ramp > min(gaps):
             raise GrowthInputError(
                 f"ramp={ramp} must be > 0 and no longer than the shortest gap between events "
@@ -114,9 +130,11 @@ class MSG(ScheduledGrowth):
         plan = [
             (times[0], f"FFN {now['d_ff']}->{d_ff}", "ffn", d_ff - now["d_ff"]),
             (times[1], f"layers {now['n_layer']}->{mid}", "layers", mid),
+            (hidden_at, f"hidden {now['d_model']}->{d_model}", "hidden", d_model - now["d_model"]),
             (times[2], f"heads {now['n_head']}->{n_head}", "heads", n_head - now["n_head"]),
             (times[3], f"layers {mid}->{n_layer}", "layers", n_layer),
         ]
+        plan.sort(key=lambda e: e[0])  # stable: the official order when the shares tie
         self.events = [
             Event(at, name, self._apply(kind, amount))
             for at, name, kind, amount in plan
@@ -133,12 +151,15 @@ class MSG(ScheduledGrowth):
                 "optimizer": self.optimizer,
                 "example": self.example,
                 "ramp": self.ramp(self.ramp_steps),
+                "policy": self.policy,
             }
             if kind == "ffn":
                 return ops.grow_ffn(self.model, amount, fan_out="random", std=self.std,
                                     generator=self._gen, **kw)  # fmt: skip
             if kind == "heads":
                 return ops.add_heads(self.model, amount, std=self.std, generator=self._gen, **kw)
+            if kind == "hidden":
+                return ops.grow_hidden(self.model, amount, std=self.std, generator=self._gen, **kw)
             n = len(ops.find_layout(self.model).blocks)
             extra = amount - n
             if self.layer_order == "append":

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError
-from ..ops import EditRecord, Ramp
+from ..ops import EditRecord, OptimizerPolicy, Ramp
 
 __all__ = ["Event", "ScheduledGrowth", "cosine", "fresh_like", "group_roles", "regroup"]
 
@@ -99,6 +99,11 @@ class ScheduledGrowth:
         An input batch: each edit is verified on it.
     make_optimizer : callable, optional
         ``make_optimizer(model) -> optimizer`` for the methods that restart it.
+    policy : OptimizerPolicy, optional
+        Passed to every edit of the methods that carry the optimizer (MSG, MIDAS):
+        what it does with the new weights beyond the carry
+        (:class:`torchgrow.ops.OptimizerPolicy`). The methods that restart it
+        (G_stack, HyperCloning, LEMON) start from a fresh optimizer, with no state.
 
     Attributes
     ----------
@@ -118,7 +123,13 @@ class ScheduledGrowth:
         example: Tensor,
         *,
         make_optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+        policy: OptimizerPolicy | None = None,
     ) -> None:
+        if policy is not None and not isinstance(policy, OptimizerPolicy):
+            raise GrowthInputError(
+                f"policy must be a torchgrow.ops.OptimizerPolicy, got {type(policy).__name__}"
+            )
+        self.policy = policy
         if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 2:
             raise GrowthInputError(f"total_steps must be an int >= 2, got {total_steps!r}")
         self.model, self.optimizer, self.total_steps, self.example = (

@@ -75,7 +75,7 @@ class MIDAS(ScheduledGrowth):
 
     Parameters
     ----------
-    model, optimizer, total_steps, example, make_optimizer
+    model, optimizer, total_steps, example, make_optimizer, policy
         See :class:`~torchgrow.methods.scheduled.ScheduledGrowth`.
     stages : sequence of float, default (0.05, 0.15, 0.30)
         When to grow, as shares of ``total_steps`` (stage lengths 1:2:3; the paper's
@@ -86,12 +86,15 @@ class MIDAS(ScheduledGrowth):
     DESCRIPTION = MIDAS_DESCRIPTION
 
     def __init__(self, model, optimizer, total_steps, example, *,
-                 stages: tuple[float, ...] = (0.05, 0.15, 0.30), make_optimizer=None) -> None:  # fmt: skip
-        super().__init__(model, optimizer, total_steps, example, make_optimizer=make_optimizer)
+                 stages: tuple[float, ...] = (0.05, 0.15, 0.30), make_optimizer=None,
+                 policy: ops.OptimizerPolicy | None = None) -> None:  # fmt: skip
+        super().__init__(model, optimizer, total_steps, example, make_optimizer=make_optimizer,
+                         policy=policy)  # fmt: skip
         self.events = [Event(f, f"middle copy {i + 1}", self._grow) for i, f in enumerate(stages)]
 
     def _grow(self, method: ScheduledGrowth) -> ops.EditRecord:
         n = len(ops.find_layout(self.model).blocks)
         return ops.stack_blocks(
-            self.model, ops.midas_order(n), optimizer=self.optimizer, example=self.example
-        )
+            self.model, ops.midas_order(n), optimizer=self.optimizer, example=self.example,
+            policy=self.policy,
+        )  # fmt: skip
