@@ -58,8 +58,8 @@ docs: install
 	$(VENV)/bin/mkdocs build --strict
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks examples
-	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples tutorials
+	$(VENV)/bin/ruff format --check src tests benchmarks examples tutorials
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
