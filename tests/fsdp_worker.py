@@ -1,0 +1,224 @@
+"""Scenarios run by ``tests/test_fsdp.py`` under ``torchrun --nproc-per-node 2`` (gloo, CPU).
+
+``python tests/fsdp_worker.py SCENARIO[,SCENARIO...] OUT`` writes ``OUT/<scenario>-rank<r>.pt``
+under torchrun, or ``OUT/<scenario>-single.pt`` alone: the reference, the same growth done in one
+process on the same global batches without FSDP. Sizes are odd so that shards are uneven.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from torchgrow import fsdp, models, ops
+from torchgrow.graph import set_example
+
+STEPS_BEFORE, STEPS_AFTER, BATCH = 2, 3, 8
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, h: int) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, h), nn.Linear(h, d)
+
+    def forward(self, x):
+        return x + self.fc2(torch.tanh(self.fc1(x)))
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(
+        inp=nn.Linear(5, 7), b0=Block(7, 9), b1=Block(7, 11), out=nn.Linear(7, 3),
+    ))  # fmt: skip
+
+
+def gpt() -> nn.Module:
+    torch.manual_seed(0)
+    return models.gpt(vocab_size=13, context=9, d_model=10, n_layer=2, n_head=2, d_ff=15)
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    return list(model.blocks) if hasattr(model, "blocks") else [model.b0, model.b1]
+
+
+def _shard(model: nn.Module) -> nn.Module:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (dist.get_world_size(),))
+    for b in _blocks(model):
+        fully_shard(b, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _data(kind: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    if kind == "gpt":
+        x = torch.randint(0, 13, (BATCH, 9), generator=g)
+        return x, torch.randint(0, 13, (BATCH, 9), generator=g)
+    return torch.randn(BATCH, 5, generator=g), torch.randint(0, 3, (BATCH,), generator=g)
+
+
+def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def _train(model, opt, kind: str, steps: range) -> None:
+    sharded = dist.is_initialized()
+    for step in steps:
+        x, y = _data(kind, step)
+        if sharded:  # each rank its half of the global batch; FSDP averages the gradients
+            r, n = dist.get_rank(), dist.get_world_size()
+            x, y = x.chunk(n)[r], y.chunk(n)[r]
+        opt.zero_grad()
+        _loss(model(x), y).backward()
+        opt.step()
+
+
+def _full(t: Any) -> Any:
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _state(model: nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    if dist.is_initialized():
+        fsdp.reshard_idle(model)  # the parameters the optimizer holds
+    names = {id(p): n for n, p in model.named_parameters()}
+    return {
+        "params": {n: _full(p).detach().clone() for n, p in model.named_parameters()},
+        "opt": {
+            names[id(p)]: {k: _full(v).clone() for k, v in opt.state[p].items()}
+            for group in opt.param_groups
+            for p in group["params"]
+            if p in opt.state
+        },
+    }
+
+
+def _structure(model: nn.Module) -> dict[str, Any]:
+    """FSDP's bookkeeping after a training forward: roots, DTensors, resharding."""
+    from torch.distributed.tensor import DTensor
+
+    from torchgrow.fsdp import _states
+
+    states = _states(model)
+    x, _ = _data("gpt" if hasattr(model, "blocks") else "mlp", 99)
+    out = model(x[:2])  # a training forward: blocks reshard after it, the root does not
+    blocks = [s for name, s in states if name]
+    res = {
+        "roots": [s._is_root for _, s in states],
+        "root_first": states[0][0] == "",
+        "blocks_resharded": all(g.is_sharded for s in blocks for g in s._fsdp_param_groups),
+        "dtensors": all(isinstance(p, DTensor) for b in _blocks(model) for p in b.parameters()),
+    }
+    out.float().sum().backward()  # finish the iteration FSDP started
+    res["dtensors_after_backward"] = all(isinstance(p, DTensor) for p in model.parameters())
+    return res
+
+
+def _edit(kind: str, model: nn.Module, opt, sharded: bool) -> dict[str, Any]:
+    """One growth edit: the same tensors in both runs; its max |Δoutput| on the example."""
+    x, _ = _data(kind, 50)
+    set_example(model, x[:3])
+    with torch.no_grad():
+        before = model(x[:3]).float()
+    widen = fsdp.widen if sharded else ops.widen
+    g = torch.Generator().manual_seed(7)
+    if kind == "gpt":  # block 1's FFN 15 -> 19 (random fan-in), block 0's 15 -> 17 (zero fan-in)
+        widen(model, "blocks.1.mlp.up", 4, fan_in=torch.randn(4, 10, generator=g), optimizer=opt)
+        widen(model, "blocks.0.mlp.up", 2, fan_out=torch.randn(10, 2, generator=g), optimizer=opt)
+    else:  # b0.fc1 9 -> 12 (random fan-in), b1.fc1 11 -> 13 (zero fan-in)
+        widen(model, "b0.fc1", 3, fan_in=torch.randn(3, 7, generator=g), optimizer=opt)
+        widen(model, "b1.fc1", 2, fan_out=torch.randn(7, 2, generator=g), optimizer=opt)
+    with torch.no_grad():
+        after = model(x[:3]).float()
+    return {"delta": float((after - before).abs().max())}
+
+
+def _units(model: nn.Module):
+    from torchgrow.graph import growable_units
+
+    return growable_units(model)
+
+
+def grow(kind: str, out: Path, sharded: bool) -> dict[str, Any]:
+    model = gpt() if kind == "gpt" else mlp()
+    if sharded:
+        _shard(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, kind, range(STEPS_BEFORE))
+    res = _edit(kind, model, opt, sharded)
+    res["grown"] = _state(model, opt)
+    _train(model, opt, kind, range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER))
+    res["final"] = _state(model, opt)
+    if sharded:
+        res["structure"] = _structure(model)
+    return res
+
+
+def failure(kind: str, out: Path, sharded: bool) -> dict[str, Any]:
+    """Rank 1's edit raises: every rank raises, and nothing changed; the group still works."""
+    model = mlp()
+    _shard(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, "mlp", range(STEPS_BEFORE))
+    x, _ = _data("mlp", 50)
+    set_example(model, x[:3])
+    before = _state(model, opt)
+    unit = [u for u in _units(model) if u.name == "b0.fc1"][0]
+    res: dict[str, Any] = {}
+
+    def fn():
+        ops.widen(model, "b0.fc1", 3, optimizer=opt, verify=False, unit=unit)
+        if dist.get_rank() == 1:
+            raise RuntimeError("injected failure on rank 1")
+
+    try:
+        fsdp.edit(model, opt, fn, modules=["b0.fc1", "b0.fc2"], preserve=True)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    res["unchanged"] = before
+    res["after"] = _state(model, opt)
+    res["width"] = model.b0.fc1.out_features
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    res["all_reduce"] = float(t)
+    _train(model, opt, "mlp", range(STEPS_BEFORE, STEPS_BEFORE + 1))  # training goes on
+    res["trains"] = all(bool(torch.isfinite(_full(p)).all()) for p in model.parameters())
+    return res
+
+
+SCENARIOS = {
+    "mlp": lambda out, sharded: grow("mlp", out, sharded),
+    "gpt": lambda out, sharded: grow("gpt", out, sharded),
+    "failure": lambda out, sharded: failure("mlp", out, sharded),
+}
+
+
+def main() -> None:
+    names, out = sys.argv[1].split(","), Path(sys.argv[2])
+    sharded = "RANK" in __import__("os").environ
+    torch.set_num_threads(1)
+    if sharded:
+        dist.init_process_group("gloo")
+    tag = f"rank{dist.get_rank()}" if sharded else "single"
+    try:
+        for name in names:
+            torch.save(SCENARIOS[name](out, sharded), out / f"{name}-{tag}.pt")
+    except Exception:
+        traceback.print_exc()
+        raise
+    finally:
+        if sharded:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

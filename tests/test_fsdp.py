@@ -1,0 +1,108 @@
+"""Growth under FSDP2 (``fully_shard`` per block and at the root): two gloo ranks launched by torchrun.
+
+The scenarios live in ``tests/fsdp_worker.py``: an MLP of residual blocks and torchgrow's ``gpt``
+(odd sizes, so the shards are uneven) train two Adam steps, grow two units through
+:func:`torchgrow.fsdp.widen`, and train three more; the same growth runs in one process without
+FSDP on the same global batches, and the tests compare what both saved.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from torchgrow import fsdp
+from torchgrow.errors import GrowthInputError
+
+WORKER = Path(__file__).with_name("fsdp_worker.py")
+
+needs_gloo = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()),
+    reason="torch.distributed with the gloo backend is not available",
+)
+
+
+def _run(args: list[str], out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=600, env=env, cwd=out
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    _run([*launcher, str(WORKER), "mlp,gpt,failure", str(out)], out)
+    _run([str(WORKER), "mlp,gpt", str(out)], out)
+    return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a["params"].keys() == b["params"].keys() and a["opt"].keys() == b["opt"].keys()
+    d = [float((a["params"][n] - b["params"][n]).abs().max()) for n in a["params"]]
+    for n, state in a["opt"].items():
+        assert state.keys() == b["opt"][n].keys()
+        d += [float((v.float() - b["opt"][n][k].float()).abs().max()) for k, v in state.items()]
+    return max(d)
+
+
+@needs_gloo
+@pytest.mark.parametrize("model, tol", [("mlp", 1e-6), ("gpt", 1e-5)])
+def test_growth_under_fsdp_preserves_the_function(saved, model, tol):
+    r0, r1 = saved(f"{model}-rank0"), saved(f"{model}-rank1")
+    assert r0["delta"] <= tol and r1["delta"] == r0["delta"]
+
+
+@needs_gloo
+@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_growth_under_fsdp_equals_one_process(saved, model):
+    r0, r1, single = saved(f"{model}-rank0"), saved(f"{model}-rank1"), saved(f"{model}-single")
+    grown = r0["grown"]["params"]
+    if model == "mlp":
+        assert grown["b0.fc1.weight"].shape == (12, 7) and grown["b1.fc2.weight"].shape == (7, 13)
+    else:
+        assert grown["blocks.1.mlp.up.weight"].shape == (19, 10)
+        assert grown["blocks.0.mlp.down.weight"].shape == (10, 17)
+    assert _max_diff(r0["final"], r1["final"]) == 0.0  # one model, gathered on either rank
+    assert _max_diff(r0["grown"], single["grown"]) <= 1e-5
+    # three more Adam steps on the grown shards: parameters and both moments as in one process
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+    assert set(r0["final"]["opt"]["b0.fc1.weight" if model == "mlp" else "blocks.1.mlp.up.weight"]) \
+        == {"step", "exp_avg", "exp_avg_sq"}  # fmt: skip
+
+
+@needs_gloo
+@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_fsdp_structure_survives_growth(saved, model):
+    for r in (0, 1):
+        s = saved(f"{model}-rank{r}")["structure"]
+        assert s["roots"] == [True, False, False] and s["root_first"]  # no new roots
+        assert s["blocks_resharded"]  # the grown blocks still free their memory after forward
+        assert s["dtensors"] and s["dtensors_after_backward"]
+
+
+@needs_gloo
+def test_a_failing_rank_undoes_the_edit_on_every_rank(saved):
+    r0, r1 = saved("failure-rank0"), saved("failure-rank1")
+    assert r0["error"].startswith("DistributedGrowthError") and "rank(s) 1" in r0["error"]
+    assert r1["error"] == "RuntimeError: injected failure on rank 1"
+    for r in (r0, r1):
+        assert r["width"] == 9
+        assert _max_diff(r["unchanged"], r["after"]) == 0.0
+        assert r["all_reduce"] == 2.0 and r["trains"]  # the process group and training go on
+
+
+def test_plain_models_are_not_sharded_and_edits_need_an_example():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    assert not fsdp.is_sharded(model)
+    with pytest.raises(GrowthInputError, match="set_example"):
+        fsdp.edit(model, None, lambda: None, modules=["0"], preserve=True)
