@@ -41,8 +41,13 @@ def mlp() -> nn.Module:
 
 
 def gpt() -> nn.Module:
+    # no biases: a key bias has zero gradient in exact arithmetic (softmax ignores a shift shared
+    # by all keys), so Adam would turn its rounding noise, which differs between a sharded and a
+    # single-process run, into steps of the learning rate's size
     torch.manual_seed(0)
-    return models.gpt(vocab_size=13, context=9, d_model=10, n_layer=2, n_head=2, d_ff=15)
+    return models.gpt(
+        vocab_size=13, context=9, d_model=10, n_layer=2, n_head=2, d_ff=15, bias=False
+    )
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -142,6 +147,44 @@ def _edit(kind: str, model: nn.Module, opt, sharded: bool) -> dict[str, Any]:
     return {"delta": float((after - before).abs().max())}
 
 
+def _transformer_edits(model: nn.Module, opt, sharded: bool, ramp) -> dict[str, Any]:
+    """A head for block 0, three residual-stream coordinates (masked, MSG), two FFN units."""
+    x, _ = _data("gpt", 50)
+    set_example(model, x[:3])
+    with torch.no_grad():
+        before = model(x[:3]).float()
+    lib = fsdp if sharded else ops
+    g = torch.Generator().manual_seed(7)
+    kw = {} if sharded else {"example": x[:3]}
+    lib.add_heads(model, 1, block=0, generator=g, optimizer=opt, **kw)
+    lib.grow_hidden(model, 3, ramp=ramp, std=0.5, generator=g, optimizer=opt, **kw)
+    lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
+    with torch.no_grad():
+        after = model(x[:3]).float()
+    return {"delta": float((after - before).abs().max())}
+
+
+def grow_transformer(out: Path, sharded: bool) -> dict[str, Any]:
+    from torchgrow.ops import Ramp
+
+    model = gpt()
+    if sharded:
+        _shard(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, "gpt", range(STEPS_BEFORE))
+    ramp = Ramp(2)
+    res = _transformer_edits(model, opt, sharded, ramp)
+    res["grown"] = _state(model, opt)
+    for step in range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER):
+        _train(model, opt, "gpt", range(step, step + 1))
+        ramp.step()
+    res["ramp_done"] = not ramp.active
+    res["final"] = _state(model, opt)
+    if sharded:
+        res["structure"] = _structure(model)
+    return res
+
+
 def _units(model: nn.Module):
     from torchgrow.graph import growable_units
 
@@ -198,6 +241,7 @@ def failure(kind: str, out: Path, sharded: bool) -> dict[str, Any]:
 SCENARIOS = {
     "mlp": lambda out, sharded: grow("mlp", out, sharded),
     "gpt": lambda out, sharded: grow("gpt", out, sharded),
+    "gpt_tx": grow_transformer,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
 }
 

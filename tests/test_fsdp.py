@@ -41,8 +41,8 @@ def _run(args: list[str], out: Path) -> None:
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    _run([*launcher, str(WORKER), "mlp,gpt,failure", str(out)], out)
-    _run([str(WORKER), "mlp,gpt", str(out)], out)
+    _run([*launcher, str(WORKER), "mlp,gpt,gpt_tx,failure", str(out)], out)
+    _run([str(WORKER), "mlp,gpt,gpt_tx", str(out)], out)
     return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
 
 
@@ -56,7 +56,7 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @needs_gloo
-@pytest.mark.parametrize("model, tol", [("mlp", 1e-6), ("gpt", 1e-5)])
+@pytest.mark.parametrize("model, tol", [("mlp", 1e-6), ("gpt", 1e-5), ("gpt_tx", 1e-5)])
 def test_growth_under_fsdp_preserves_the_function(saved, model, tol):
     r0, r1 = saved(f"{model}-rank0"), saved(f"{model}-rank1")
     assert r0["delta"] <= tol and r1["delta"] == r0["delta"]
@@ -81,7 +81,19 @@ def test_growth_under_fsdp_equals_one_process(saved, model):
 
 
 @needs_gloo
-@pytest.mark.parametrize("model", ["mlp", "gpt"])
+def test_heads_residual_stream_and_ffn_under_fsdp_equal_one_process(saved):
+    r0, r1, single = saved("gpt_tx-rank0"), saved("gpt_tx-rank1"), saved("gpt_tx-single")
+    grown = r0["grown"]["params"]
+    assert grown["tok_emb.weight"].shape == (13, 13)  # d_model 10 -> 13 (MSG's masked growth)
+    assert grown["blocks.0.attn.q.weight"].shape == (15, 13)  # 2 heads of 5 -> 3
+    assert grown["blocks.1.mlp.up.weight"].shape == (17, 13)  # FFN 15 -> 17
+    assert r0["ramp_done"] and single["ramp_done"]  # the masks ramped in and came off
+    assert _max_diff(r0["final"], r1["final"]) == 0.0
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+
+
+@needs_gloo
+@pytest.mark.parametrize("model", ["mlp", "gpt", "gpt_tx"])
 def test_fsdp_structure_survives_growth(saved, model):
     for r in (0, 1):
         s = saved(f"{model}-rank{r}")["structure"]

@@ -46,9 +46,12 @@ from .errors import GrowthInputError, TorchgrowError
 
 __all__ = [
     "FSDPGrowthError",
+    "add_heads",
     "check_supported",
     "edit",
     "gathered",
+    "grow_ffn",
+    "grow_hidden",
     "is_sharded",
     "reshard_idle",
     "widen",
@@ -151,22 +154,21 @@ def _managed_modules(group: Any) -> list[nn.Module]:
 
 @dataclass
 class _Saved:
-    """What restores one group exactly: its modules' dicts and the state's group list."""
+    """What restores one group exactly: its modules' attributes and dicts, the state's groups."""
 
     state: Any
     groups: list[Any]
-    modules: dict[int, tuple[nn.Module, dict[str, Any], dict, dict, dict]] = field(
-        default_factory=dict
+    modules: list[tuple[nn.Module, dict[str, Any], dict[str, tuple[dict, dict]]]] = field(
+        default_factory=list
     )
 
 
 def _snapshot(state: Any, modules: Iterable[nn.Module]) -> _Saved:
     saved = _Saved(state, list(state._fsdp_param_groups))
     for m in modules:
-        plain = {
-            k: v for k, v in m.__dict__.items() if k not in ("_parameters", "_buffers", "_modules")
-        }
-        saved.modules[id(m)] = (m, plain, dict(m._parameters), dict(m._buffers), dict(m._modules))
+        dicts = {k: (v, dict(v)) for k, v in m.__dict__.items() if isinstance(v, dict)}
+        plain = {k: v for k, v in m.__dict__.items() if k not in dicts}
+        saved.modules.append((m, plain, dicts))  # parameters, buffers, children, hooks...
     return saved
 
 
@@ -184,14 +186,14 @@ def _restore(saved: _Saved) -> None:
     for g in saved.state._fsdp_param_groups:
         if g not in saved.groups:  # a rebuilt group: its hooks go with it
             _remove_state_dict_hooks(g)
-    for m, plain, params, buffers, children in saved.modules.values():
-        for k in [k for k in m.__dict__ if k not in ("_parameters", "_buffers", "_modules")]:
-            if k not in plain:
-                del m.__dict__[k]
+    for m, plain, dicts in saved.modules:
+        for k in [k for k in m.__dict__ if k not in plain and k not in dicts]:
+            del m.__dict__[k]
         m.__dict__.update(plain)
-        for d, old in ((m._parameters, params), (m._buffers, buffers), (m._modules, children)):
+        for k, (d, contents) in dicts.items():  # the same dict objects, their old contents
             d.clear()
-            d.update(old)
+            d.update(contents)
+            m.__dict__[k] = d
     saved.state._fsdp_param_groups = saved.groups
     for g in saved.groups:
         if not g._module_to_pre_save_state_dict_hook_handle and saved.state._is_root is not None:
@@ -230,8 +232,7 @@ class _Gather:
                 m = self.model.get_submodule(n)
             except AttributeError as e:
                 raise GrowthInputError(f"torchgrow.fsdp: the model has no module {n!r}") from e
-            wanted |= {id(p) for p in m.parameters(recurse=False)}
-            wanted |= {id(p) for p in m.parameters()} if _state_of(m) is None else set()
+            wanted |= {id(p) for p in m.parameters()}
         out = []
         for _, state in _states(self.model):
             for g in state._fsdp_param_groups:
@@ -414,7 +415,7 @@ def edit(
     fn: Callable[[], Any],
     *,
     modules: Iterable[str],
-    preserve: bool,
+    preserve: bool | None = None,
     atol: float = 1e-5,
 ) -> Any:
     """Run ``fn`` (torchgrow edits) on the gathered ``modules``, reshard, and check on every rank.
@@ -422,7 +423,8 @@ def edit(
     The example input set with :func:`torchgrow.graph.set_example` is run
     before and after (a collective forward); the edit is kept only if it ran
     on every rank, the output is finite (and, when ``preserve``, within
-    ``atol`` of the output before) and every rank ends with the same
+    ``atol`` of the output before; ``None`` takes it from what the returned
+    :class:`~torchgrow.ops.EditRecord` promised, ``details["preserving"]``) and every rank ends with the same
     architecture and optimizer-state shapes. Otherwise every rank restores
     the model, its FSDP groups and the optimizer and raises
     :class:`FSDPGrowthError` (or the failing rank's own error).
@@ -451,7 +453,11 @@ def edit(
         if not bool(torch.isfinite(after).all()):
             raise FSDPGrowthError("the output after the edit is not finite")
         delta = float((after - before).abs().max()) if after.shape == before.shape else None
-        if preserve and (delta is None or delta > atol):
+        promised = preserve
+        if promised is None:
+            details = getattr(result[0], "details", {})
+            promised = bool(details.get("preserving", False))
+        if promised and (delta is None or delta > atol):
             raise FSDPGrowthError(
                 f"the edit should preserve the function but moved the output by {delta} "
                 f"(atol {atol})"
@@ -518,3 +524,55 @@ def widen(
         modules=_unit_modules(model, unit),
         preserve=any(zero),
     )
+
+
+def _blocks_touched(model: nn.Module, block: int | None) -> list[str]:
+    """The qualified names of the transformer blocks an edit of ``block`` (None: all) touches."""
+    from .ops import find_layout
+
+    parts = find_layout(model)
+    chosen = parts.blocks if block is None else [parts.blocks[block]]
+    return [b.name for b in chosen]
+
+
+def grow_ffn(
+    model: nn.Module, k: int, *, block: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None, atol: float = 1e-5, **kwargs: Any,
+) -> Any:  # fmt: skip
+    """:func:`torchgrow.ops.grow_ffn` on a sharded transformer: gathers the grown blocks only."""
+    from . import ops
+
+    return edit(
+        model, optimizer,
+        lambda: ops.grow_ffn(model, k, block=block, optimizer=optimizer, verify=False, **kwargs),
+        modules=_blocks_touched(model, block), atol=atol,
+    )  # fmt: skip
+
+
+def add_heads(
+    model: nn.Module, k: int, *, block: int | None = None,
+    optimizer: torch.optim.Optimizer | None = None, atol: float = 1e-5, **kwargs: Any,
+) -> Any:  # fmt: skip
+    """:func:`torchgrow.ops.add_heads` on a sharded transformer: gathers the grown blocks only."""
+    from . import ops
+
+    return edit(
+        model, optimizer,
+        lambda: ops.add_heads(model, k, block=block, optimizer=optimizer, verify=False, **kwargs),
+        modules=_blocks_touched(model, block), atol=atol,
+    )  # fmt: skip
+
+
+def grow_hidden(
+    model: nn.Module, k: int, *, optimizer: torch.optim.Optimizer | None = None,
+    atol: float = 1e-5, **kwargs: Any,
+) -> Any:  # fmt: skip
+    """:func:`torchgrow.ops.grow_hidden` on a sharded transformer (every group is gathered:
+    the residual stream runs through all of them)."""
+    from . import ops
+
+    return edit(
+        model, optimizer,
+        lambda: ops.grow_hidden(model, k, optimizer=optimizer, verify=False, **kwargs),
+        modules=[""], atol=atol,
+    )  # fmt: skip
