@@ -185,6 +185,51 @@ def grow_transformer(out: Path, sharded: bool) -> dict[str, Any]:
     return res
 
 
+def _probe_output(model: nn.Module) -> torch.Tensor:
+    x, _ = _data("gpt", 77)
+    with torch.no_grad():
+        y = model(x).float().clone()
+    if dist.is_initialized():
+        fsdp.reshard_idle(model)
+    return y
+
+
+def checkpoint(out: Path, sharded: bool) -> dict[str, Any]:
+    """Grow on 2 ranks, save with DCP; resume at the grown size on 2 ranks (here) and alone."""
+    folder = out / "ckpt"
+    if not sharded:  # the checkpoint the 2 ranks saved, loaded into one plain process
+        model = gpt()
+        fsdp.restore(folder, model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        fsdp.load(folder, model, opt)
+        res = {"loaded": _probe_output(model)}
+        _train(model, opt, "gpt", range(STEPS_BEFORE + 1, STEPS_BEFORE + 2))
+        res["resumed"] = _state(model, opt)
+        return res
+    model = _shard(gpt())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, "gpt", range(STEPS_BEFORE))
+    x, _ = _data("gpt", 50)
+    set_example(model, x[:3])
+    g = torch.Generator().manual_seed(7)
+    fsdp.grow_ffn(model, 2, block=0, generator=g, optimizer=opt)
+    fsdp.add_heads(model, 1, block=1, generator=g, optimizer=opt)
+    _train(model, opt, "gpt", range(STEPS_BEFORE, STEPS_BEFORE + 1))
+    fsdp.save(folder, model, opt)
+    res: dict[str, Any] = {"saved": _probe_output(model)}
+    _train(model, opt, "gpt", range(STEPS_BEFORE + 1, STEPS_BEFORE + 2))
+    res["continued"] = _state(model, opt)
+    fresh = gpt()  # built at the original size: the record grows it before sharding
+    res["restored"] = fsdp.restore(folder, fresh)
+    _shard(fresh)
+    opt2 = torch.optim.Adam(fresh.parameters(), lr=1e-2)
+    fsdp.load(folder, fresh, opt2)
+    res["loaded"] = _probe_output(fresh)
+    _train(fresh, opt2, "gpt", range(STEPS_BEFORE + 1, STEPS_BEFORE + 2))
+    res["resumed"] = _state(fresh, opt2)
+    return res
+
+
 def _units(model: nn.Module):
     from torchgrow.graph import growable_units
 
@@ -242,6 +287,7 @@ SCENARIOS = {
     "mlp": lambda out, sharded: grow("mlp", out, sharded),
     "gpt": lambda out, sharded: grow("gpt", out, sharded),
     "gpt_tx": grow_transformer,
+    "ckpt": checkpoint,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
 }
 

@@ -41,8 +41,8 @@ def _run(args: list[str], out: Path) -> None:
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    _run([*launcher, str(WORKER), "mlp,gpt,gpt_tx,failure", str(out)], out)
-    _run([str(WORKER), "mlp,gpt,gpt_tx", str(out)], out)
+    _run([*launcher, str(WORKER), "mlp,gpt,gpt_tx,failure,ckpt", str(out)], out)
+    _run([str(WORKER), "mlp,gpt,gpt_tx,ckpt", str(out)], out)
     return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
 
 
@@ -111,6 +111,20 @@ def test_a_failing_rank_undoes_the_edit_on_every_rank(saved):
         assert r["width"] == 9
         assert _max_diff(r["unchanged"], r["after"]) == 0.0
         assert r["all_reduce"] == 2.0 and r["trains"]  # the process group and training go on
+
+
+@needs_gloo
+def test_a_grown_sharded_checkpoint_resumes_at_its_size_on_two_ranks_and_alone(saved):
+    r0, r1, single = saved("ckpt-rank0"), saved("ckpt-rank1"), saved("ckpt-single")
+    # a gpt built at its original size gets the grown blocks from the record, then the shards
+    assert r0["restored"] == ["tok_emb", "pos_emb", "blocks", "norm_f", "lm_head"]
+    assert single["resumed"]["params"]["blocks.0.mlp.up.weight"].shape == (17, 10)
+    assert single["resumed"]["params"]["blocks.1.attn.q.weight"].shape == (15, 10)
+    for r in (r0, r1):
+        assert torch.equal(r["loaded"], r["saved"])  # same outputs after the round trip
+        assert _max_diff(r["resumed"], r["continued"]) == 0.0  # and the same next step
+    assert (single["loaded"] - r0["saved"]).abs().max() <= 1e-6
+    assert _max_diff(single["resumed"], r0["continued"]) <= 1e-5  # one process, global batch
 
 
 def test_plain_models_are_not_sharded_and_edits_need_an_example():
