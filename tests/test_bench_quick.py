@@ -38,7 +38,9 @@ def _quoted_keys(name: str) -> set[str]:
 
 @pytest.mark.parametrize("name", BENCHMARKS + PENDING)
 def test_quick_mode_runs_and_writes_a_stamped_result(name):
-    if name == "ddp_growth" and not (dist.is_available() and dist.is_gloo_available()):
+    if name in ("ddp_growth", "fsdp_growth") and not (
+        dist.is_available() and dist.is_gloo_available()
+    ):
         pytest.skip("needs torch.distributed with gloo")
     threads = torch.get_num_threads()
     argv = ARGS.get(name, ["--quick"])
@@ -61,6 +63,10 @@ def test_quick_mode_runs_and_writes_a_stamped_result(name):
         assert payload["single"]["processes"] == 1 and payload["ddp"]["processes"] == 2
         for setup in ("single", "ddp"):
             assert all(t > 0 for t in payload[setup]["growth_step_all_s"])
+    if name == "fsdp_growth":
+        assert payload["world_size"] == 2
+        assert all(t > 0 for times in payload["times_s"].values() for t in times)
+        assert payload["sizes"]["block_params"] < payload["sizes"]["model_params"]
     if name == "transformer_growth":
         target = next(r for r in payload["runs"] if r["method"] == "scratch")["params"]
         assert all(
