@@ -111,9 +111,9 @@ def _structure(model: nn.Module) -> dict[str, Any]:
     """FSDP's bookkeeping after a training forward: roots, DTensors, resharding."""
     from torch.distributed.tensor import DTensor
 
-    from torchgrow.fsdp import _states
+    from torchgrow.fsdp.state import states as fsdp_states
 
-    states = _states(model)
+    states = fsdp_states(model)
     x, _ = _data("gpt" if hasattr(model, "blocks") else "mlp", 99)
     out = model(x[:2])  # a training forward: blocks reshard after it, the root does not
     blocks = [s for name, s in states if name]
@@ -182,6 +182,68 @@ def grow_transformer(out: Path, sharded: bool) -> dict[str, Any]:
     res["final"] = _state(model, opt)
     if sharded:
         res["structure"] = _structure(model)
+    return res
+
+
+def grow_depth(out: Path, sharded: bool) -> dict[str, Any]:
+    """An identity block inserted after block 0, then G_stack-like stacking under MSG's ramp."""
+    from torchgrow.ops import Ramp
+
+    model = gpt()
+    if sharded:
+        _shard(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, "gpt", range(STEPS_BEFORE))
+    x, _ = _data("gpt", 50)
+    set_example(model, x[:3])
+    with torch.no_grad():
+        before = model(x[:3]).float()
+    lib = fsdp if sharded else ops
+    kw = {} if sharded else {"example": x[:3]}
+    lib.insert_identity_block(model, 1, optimizer=opt, **kw)  # 2 -> 3 blocks
+    ramp = Ramp(2)
+    lib.stack_blocks(model, [0, 1, 2, 1, 2], ramp=ramp, optimizer=opt, **kw)  # 3 -> 5
+    with torch.no_grad():
+        after = model(x[:3]).float()
+    res: dict[str, Any] = {"delta": float((after - before).abs().max()), "depth": len(model.blocks)}
+    res["grown"] = _state(model, opt)
+    for step in range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER):
+        _train(model, opt, "gpt", range(step, step + 1))
+        ramp.step()
+    res["final"] = _state(model, opt)
+    if sharded:
+        res["structure"] = _structure(model)
+    return res
+
+
+def depth_failure(out: Path, sharded: bool) -> dict[str, Any]:
+    """Rank 1 fails after the new block was made: every rank raises; blocks and shards as before."""
+    from torchgrow.fsdp.depth import _depth_edit
+    from torchgrow.fsdp.state import states as fsdp_states
+
+    model = _shard(gpt())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    _train(model, opt, "gpt", range(STEPS_BEFORE))
+    x, _ = _data("gpt", 50)
+    set_example(model, x[:3])
+    before = _state(model, opt)
+
+    def op():
+        rec = ops.insert_identity_block(model, 1, optimizer=opt, verify=False)
+        if dist.get_rank() == 1:
+            raise RuntimeError("injected failure on rank 1")
+        return rec
+
+    res: dict[str, Any] = {}
+    try:
+        _depth_edit(model, opt, [0], op, 1e-5)
+    except Exception as e:
+        res["error"] = f"{type(e).__name__}: {e}"
+    res["depth"] = len(model.blocks)
+    res["n_states"] = len(fsdp_states(model))
+    res["unchanged"], res["after"] = before, _state(model, opt)
+    _train(model, opt, "gpt", range(STEPS_BEFORE, STEPS_BEFORE + 1))
+    res["trains"] = all(bool(torch.isfinite(_full(p)).all()) for p in model.parameters())
     return res
 
 
@@ -288,6 +350,8 @@ SCENARIOS = {
     "gpt": lambda out, sharded: grow("gpt", out, sharded),
     "gpt_tx": grow_transformer,
     "ckpt": checkpoint,
+    "gpt_depth": grow_depth,
+    "depth_failure": depth_failure,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
 }
 

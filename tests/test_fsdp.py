@@ -41,8 +41,11 @@ def _run(args: list[str], out: Path) -> None:
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    _run([*launcher, str(WORKER), "mlp,gpt,gpt_tx,failure,ckpt", str(out)], out)
-    _run([str(WORKER), "mlp,gpt,gpt_tx,ckpt", str(out)], out)
+    _run(
+        [*launcher, str(WORKER), "mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt", str(out)],
+        out,
+    )
+    _run([str(WORKER), "mlp,gpt,gpt_tx,gpt_depth,ckpt", str(out)], out)
     return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
 
 
@@ -56,7 +59,9 @@ def _max_diff(a: dict, b: dict) -> float:
 
 
 @needs_gloo
-@pytest.mark.parametrize("model, tol", [("mlp", 1e-6), ("gpt", 1e-5), ("gpt_tx", 1e-5)])
+@pytest.mark.parametrize(
+    "model, tol", [("mlp", 1e-6), ("gpt", 1e-5), ("gpt_tx", 1e-5), ("gpt_depth", 1e-5)]
+)
 def test_growth_under_fsdp_preserves_the_function(saved, model, tol):
     r0, r1 = saved(f"{model}-rank0"), saved(f"{model}-rank1")
     assert r0["delta"] <= tol and r1["delta"] == r0["delta"]
@@ -93,11 +98,22 @@ def test_heads_residual_stream_and_ffn_under_fsdp_equal_one_process(saved):
 
 
 @needs_gloo
-@pytest.mark.parametrize("model", ["mlp", "gpt", "gpt_tx"])
+def test_depth_under_fsdp_new_blocks_get_shards_and_equal_one_process(saved):
+    r0, r1, single = saved("gpt_depth-rank0"), saved("gpt_depth-rank1"), saved("gpt_depth-single")
+    assert r0["depth"] == single["depth"] == 5  # an identity block, then two stacked copies
+    assert r0["grown"]["params"].keys() == single["grown"]["params"].keys()
+    assert _max_diff(r0["final"], r1["final"]) == 0.0
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+
+
+@needs_gloo
+@pytest.mark.parametrize("model", ["mlp", "gpt", "gpt_tx", "gpt_depth"])
 def test_fsdp_structure_survives_growth(saved, model):
+    blocks = 5 if model == "gpt_depth" else 2
     for r in (0, 1):
         s = saved(f"{model}-rank{r}")["structure"]
-        assert s["roots"] == [True, False, False] and s["root_first"]  # no new roots
+        # one FSDP state per block, new blocks included, and still a single root
+        assert s["roots"] == [True] + [False] * blocks and s["root_first"]
         assert s["blocks_resharded"]  # the grown blocks still free their memory after forward
         assert s["dtensors"] and s["dtensors_after_backward"]
 
@@ -111,6 +127,15 @@ def test_a_failing_rank_undoes_the_edit_on_every_rank(saved):
         assert r["width"] == 9
         assert _max_diff(r["unchanged"], r["after"]) == 0.0
         assert r["all_reduce"] == 2.0 and r["trains"]  # the process group and training go on
+
+
+@needs_gloo
+def test_a_failing_rank_undoes_a_depth_edit_on_every_rank(saved):
+    r0, r1 = saved("depth_failure-rank0"), saved("depth_failure-rank1")
+    assert "rank(s) 1" in r0["error"] and r1["error"] == "RuntimeError: injected failure on rank 1"
+    for r in (r0, r1):
+        assert r["depth"] == 2 and r["n_states"] == 3  # no new block, no new FSDP state
+        assert _max_diff(r["unchanged"], r["after"]) == 0.0 and r["trains"]
 
 
 @needs_gloo
