@@ -18,7 +18,9 @@ the same processes, with
 
 Peak memory is each rank's resident-set high-water mark during the event
 above its resident set before (``/proc/self/status``, reset through
-``/proc/self/clear_refs``), set against the full size of what the event
+``/proc/self/clear_refs``), after returning freed memory to the system
+(glibc's ``malloc_trim``; otherwise the event reuses pages an earlier step
+freed and the mark misses them), set against the full size of what the event
 touches (block 1's parameters and Adam moments) and of the whole model.
 
 Run ``python -m benchmarks.fsdp_growth``: it relaunches itself under
@@ -28,6 +30,7 @@ Run ``python -m benchmarks.fsdp_growth``: it relaunches itself under
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import statistics
@@ -71,6 +74,7 @@ def _status() -> dict[str, int]:
 def _measured(fn) -> tuple[float, float, Any]:
     """(seconds, peak resident bytes above the start, result) of ``fn()``, the max over ranks."""
     try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed pages back to the system
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset the high-water mark to the current resident set
         start = _status()["VmRSS"]
