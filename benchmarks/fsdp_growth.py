@@ -198,7 +198,7 @@ def _rank_main(quick: bool, out: Path) -> None:
     repeats = QUICK_REPEATS if quick else REPEATS
     times: dict[str, list[float]] = {"fsdp": [], "single": [], "restart": []}
     peaks: dict[str, list[float]] = {"fsdp": [], "single": [], "restart": []}
-    steps = []
+    steps, step_peaks = [], []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "ckpt"
         if dist.get_rank() == 0:
@@ -221,12 +221,14 @@ def _rank_main(quick: bool, out: Path) -> None:
                 times[name].append(t)
                 peaks[name].append(p)
             model, opt = _trained(config, True)
-            steps.append(_measured(lambda m=model, o=opt: _train_step(m, o, config, 5))[0])
+            t, p, _ = _measured(lambda m=model, o=opt: _train_step(m, o, config, 5))
+            steps.append(t)
+            step_peaks.append(p)
         dist.barrier()  # rank 0's folder goes at the end of this block
     if dist.get_rank() == 0:
         res = {
             "config": config, "k": k, "block": BLOCK, "repeats": repeats,
-            "times_s": times, "peaks_bytes": peaks, "train_step_s": steps,
+            "times_s": times, "peaks_bytes": peaks, "train_step_s": steps, "train_step_peak_bytes": step_peaks,
             "sizes": _sizes(config, k), "world_size": dist.get_world_size(),
         }  # fmt: skip
         out.write_text(json.dumps(res))
@@ -262,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     peak = {n: statistics.median(v) for n, v in res["peaks_bytes"].items()}
     sizes, mb = res["sizes"], 2.0**20
     step = statistics.median(res["train_step_s"])
+    step_peak = statistics.median(res["train_step_peak_bytes"])
     labels = {
         "fsdp": "FSDP2, 2 ranks: torchgrow.fsdp.grow_ffn in place",
         "single": "1 process, no FSDP: torchgrow.ops.grow_ffn",
@@ -282,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "restart_vs_fsdp": med["restart"] / med["fsdp"],
         "fsdp_peak_vs_block_state": peak["fsdp"] / sizes["block_state_bytes"],
         "fsdp_peak_vs_model_state": peak["fsdp"] / sizes["model_state_bytes"],
+        "fsdp_peak_vs_train_step_peak": peak["fsdp"] / step_peak,
     }
     payload = {"quick": args.quick, **res, "medians_s": med, "peak_median_bytes": peak,
                "train_step_median_s": step, "rows": rows, "ratios": ratio, "threads": 1}  # fmt: skip
@@ -296,8 +300,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{sizes['block_state_bytes'] / mb:.1f} MB in full; the whole model's: "
         f"{sizes['model_state_bytes'] / mb:.1f} MB. The in-place event's peak is "
         f"{ratio['fsdp_peak_vs_block_state']:.2f}x the full size of the block it grows "
-        f"({ratio['fsdp_peak_vs_model_state']:.2f}x the whole model's). A training step on "
-        f"{BATCH} sequences per rank takes {1e3 * step:.0f} ms.\n"
+        f"({ratio['fsdp_peak_vs_model_state']:.2f}x the whole model's); it includes the two "
+        "forward passes on the example input that check the edit (each all-gathers every "
+        f"block in turn). A training step on {BATCH} sequences per rank takes "
+        f"{1e3 * step:.0f} ms and peaks at {step_peak / mb:.1f} MB above its start, so the "
+        f"event's peak is {ratio['fsdp_peak_vs_train_step_peak']:.2f}x a training step's.\n"
     )
     write_results("fsdp_growth", payload, md, argv=argv, tables={"rows": markdown_table(rows)})
     return payload

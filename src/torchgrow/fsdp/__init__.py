@@ -36,14 +36,14 @@ private to torch; :func:`check_supported` says when the installed torch does
 not have them in the form this package was written for (torch 2.13).
 
 Layout: ``state`` (reading FSDP's state), ``gather`` (gather and shard again,
-atomically), ``edit`` (width edits), ``depth`` (new blocks), ``checkpoint``.
+atomically), ``width`` (width edits and the checked edit), ``depth`` (new blocks), ``checkpoint``.
 """
 
 from .checkpoint import ARCHITECTURE_FILE, load, plain_mirror, restore, save
 from .depth import insert_identity_block, stack_blocks
-from .edit import add_heads, edit, grow_ffn, grow_hidden, widen
 from .gather import gathered
 from .state import FSDPGrowthError, check_supported, is_sharded, plain_copy, reshard_idle
+from .width import add_heads, edit, grow_ffn, grow_hidden, widen
 
 __all__ = [
     "ARCHITECTURE_FILE",

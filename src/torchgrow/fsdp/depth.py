@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ..errors import GrowthInputError
-from .edit import output_of
 from .gather import Gather, restore_snapshot, snapshot
 from .state import FSDPGrowthError, plain_copy, state_of, states
+from .width import output_of
 
 
 def _shard_like(new: nn.Module, sibling_group: Any) -> Any:

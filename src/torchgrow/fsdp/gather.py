@@ -84,6 +84,15 @@ def restore_snapshot(saved: _Saved) -> None:
             g._register_state_dict_hooks()
 
 
+def _owned(t: Tensor, shard: Tensor) -> Tensor:
+    """``t`` (a gathered tensor) detached, copied only if it shares memory with the shard."""
+    t = t.detach()
+    local = shard.to_local() if hasattr(shard, "to_local") else shard
+    if t.untyped_storage().data_ptr() == local.untyped_storage().data_ptr():
+        t = t.clone()  # one rank: the "gathered" tensor is the shard itself
+    return t
+
+
 class Gather:
     """The gathered view of some FSDP groups; :meth:`reshard` ends it, :meth:`rollback` undoes all."""
 
@@ -96,7 +105,6 @@ class Gather:
         self.saved: list[_Saved] = []
         self.opt_groups = [list(g["params"]) for g in optimizer.param_groups] if optimizer else []
         self.opt_state: dict[Tensor, Any] = {}
-        self.plain: list[list[nn.Parameter]] = []  # per target, the full parameters
 
     def _groups_of(self, names: list[str]) -> list[tuple[Any, Any]]:
         """(state, group) owning any parameter of the named modules, in module order."""
@@ -140,23 +148,20 @@ class Gather:
             self.saved.append(snapshot(state, managed_modules(g)))
         state_of_opt = self.optimizer.state if self.optimizer is not None else {}
         for _, g in self.targets:
-            full_params = []
             for fp in g.fsdp_params:
                 sp = fp.sharded_param
                 info = fp._module_info
-                p = nn.Parameter(sp.full_tensor().detach().clone(), requires_grad=sp.requires_grad)
+                p = nn.Parameter(_owned(sp.full_tensor(), sp), requires_grad=sp.requires_grad)
                 if sp.grad is not None:
-                    p.grad = full(sp.grad).detach().clone()
+                    p.grad = _owned(full(sp.grad), sp.grad)
                 for mod, attr in [(info.module, info.param_name), *zip(
                     info.shared_modules, info.shared_param_names, strict=True
                 )]:  # fmt: skip
                     mod._parameters[attr] = p
-                full_params.append(p)
                 if sp in state_of_opt:
                     self.opt_state[sp] = state_of_opt[sp]
                     state_of_opt[p] = {k: full(v) for k, v in state_of_opt.pop(sp).items()}
                 self._swap_opt_param(sp, p)
-            self.plain.append(full_params)
 
     def _swap_opt_param(self, old: Tensor, new: Tensor) -> None:
         if self.optimizer is None:
