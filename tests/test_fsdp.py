@@ -157,3 +157,61 @@ def test_plain_models_are_not_sharded_and_edits_need_an_example():
     assert not fsdp.is_sharded(model)
     with pytest.raises(GrowthInputError, match="set_example"):
         fsdp.edit(model, None, lambda: None, modules=["0"], preserve=True)
+
+
+@pytest.fixture()
+def one_rank(tmp_path):
+    """A one-rank gloo group in this process (refusals need FSDP, not two processes)."""
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised")
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+def _small_gpt():
+    from torchgrow import models
+
+    torch.manual_seed(0)
+    return models.gpt(vocab_size=11, context=6, d_model=8, n_layer=2, n_head=2, d_ff=12)
+
+
+@needs_gloo
+def test_refusals_under_fsdp_change_nothing(one_rank, tmp_path):
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+
+    from torchgrow.graph import set_example
+
+    x = torch.randint(0, 11, (2, 6))
+    # a block sharded on dim 1 by a custom placement: refused before anything is gathered
+    model = _small_gpt()
+    fully_shard(model.blocks[0], mesh=one_rank, shard_placement_fn=lambda p: Shard(p.dim() - 1))
+    fully_shard(model.blocks[1], mesh=one_rank)
+    fully_shard(model, mesh=one_rank)
+    set_example(model, x)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    y0 = model(x).detach()
+    with pytest.raises(GrowthInputError, match="sharded on dim 0"):
+        fsdp.grow_ffn(model, 2, block=0, optimizer=opt)
+    assert model.blocks[0].mlp.up.out_features == 12 and torch.equal(model(x), y0)
+    fsdp.grow_ffn(model, 2, block=1, optimizer=opt)  # the default placement grows
+    assert model.blocks[1].mlp.up.out_features == 14
+    assert (model(x) - y0).abs().max() <= 1e-6
+    # restore() wants the model as built, before fully_shard
+    fsdp.save(tmp_path / "ckpt", model, opt)
+    with pytest.raises(GrowthInputError, match="before fully_shard"):
+        fsdp.restore(tmp_path / "ckpt", model)
+    # depth needs one FSDP unit per block (a new block gets shards like its siblings')
+    other = _small_gpt()
+    fully_shard(other, mesh=one_rank)  # the root only
+    set_example(other, x)
+    y1 = other(x).detach()
+    with pytest.raises(GrowthInputError, match="every block is wrapped"):
+        fsdp.insert_identity_block(other, 1)
+    assert len(other.blocks) == 2 and torch.equal(other(x), y1)
