@@ -10,8 +10,8 @@ from torch import nn
 
 from ..errors import GrowthInputError
 from .gather import Gather, restore_snapshot, snapshot
-from .state import FSDPGrowthError, plain_copy, state_of, states
-from .width import output_of
+from .state import plain_copy, state_of, states
+from .width import check_output, output_of, require_example, run_stages
 
 
 def _shard_like(new: nn.Module, sibling_group: Any) -> Any:
@@ -60,17 +60,10 @@ def _depth_edit(
     op: Callable[[], Any],
     atol: float,
 ) -> Any:
-    from ..distributed import agree
-    from ..graph import example_of
     from ..ops import find_layout
     from ..ops.tx_depth import _container
 
-    example = example_of(model)
-    if example is None:
-        raise GrowthInputError(
-            "torchgrow.fsdp checks every edit on an example input: call "
-            "torchgrow.graph.set_example(model, x) first (the same x on every rank)"
-        )
+    example = require_example(model)
     parts = find_layout(model)
     stack = _container(model, parts)
     if state_of(stack) is not None:
@@ -116,31 +109,18 @@ def _depth_edit(
                     g._shard_extras(sp, p)
         _join_root(model, new_states)
 
-    def check() -> None:
-        after = output_of(model, example)
-        details = getattr(result[0], "details", {})
-        if not bool(torch.isfinite(after).all()):
-            raise FSDPGrowthError("the output after the edit is not finite")
-        if details.get("preserving") and float((after - before).abs().max()) > atol:
-            raise FSDPGrowthError(
-                f"the edit should preserve the function but moved the output by "
-                f"{float((after - before).abs().max())} (atol {atol})"
-            )
+    def rollback() -> None:
+        g.rollback()
+        if container is not None:
+            restore_snapshot(container)
+            root._state_ctx.all_states[:] = states_before
 
-    for stage in (run, shard_new, check):
-        error: BaseException | None = None
-        try:
-            stage()
-        except Exception as e:
-            error = e
-        try:
-            agree("a depth edit under FSDP", model, optimizer, error=error)
-        except BaseException:
-            g.rollback()
-            if container is not None:
-                restore_snapshot(container)
-                root._state_ctx.all_states[:] = states_before
-            raise
+    stages = (
+        run,
+        shard_new,
+        lambda: check_output(model, example, before, result[0], None, atol),
+    )
+    run_stages("a depth edit under FSDP", model, optimizer, stages, rollback)
     return result[0]
 
 

@@ -50,49 +50,73 @@ def edit(
     Any
         What ``fn`` returned.
     """
-    from ..distributed import agree
+    example = require_example(model)
+    before = output_of(model, example)
+    g = Gather(model, optimizer, modules)
+    g.gather()  # collective; its checks give the same answer on every rank
+    result: list[Any] = []
+    stages = (
+        lambda: result.append(fn()),
+        g.reshard,
+        lambda: check_output(model, example, before, result[0], preserve, atol),
+    )
+    run_stages("a growth edit under FSDP", model, optimizer, stages, g.rollback)
+    return result[0]
+
+
+def require_example(model: nn.Module) -> Any:
+    """The model's example input, which every checked edit under FSDP runs."""
     from ..graph import example_of
 
     example = example_of(model)
     if example is None:
         raise GrowthInputError(
-            "torchgrow.fsdp.edit checks every edit on an example input: call "
+            "torchgrow.fsdp checks every edit on an example input: call "
             "torchgrow.graph.set_example(model, x) first (the same x on every rank)"
         )
-    before = output_of(model, example)
-    g = Gather(model, optimizer, modules)
-    g.gather()  # collective; its checks give the same answer on every rank
-    result: list[Any] = []
+    return example
 
-    def check() -> None:
-        after = output_of(model, example)
-        if not bool(torch.isfinite(after).all()):
-            raise FSDPGrowthError("the output after the edit is not finite")
-        delta = float((after - before).abs().max()) if after.shape == before.shape else None
-        promised = preserve
-        if promised is None:
-            details = getattr(result[0], "details", {})
-            promised = bool(details.get("preserving", False))
-        if promised and (delta is None or delta > atol):
-            raise FSDPGrowthError(
-                f"the edit should preserve the function but moved the output by {delta} "
-                f"(atol {atol})"
-            )
 
-    # each stage ends in an agreement, before the next collective: a rank that failed
-    # makes every rank roll back and raise instead of waiting at a mismatched collective
-    for stage in (lambda: result.append(fn()), g.reshard, check):
+def check_output(
+    model: nn.Module, example: Any, before: Tensor, record: Any, preserve: bool | None, atol: float
+) -> None:
+    """Raise unless the output is finite and, if the edit preserves (``preserve``, or when
+    ``None`` what ``record`` promised), within ``atol`` of ``before``."""
+    after = output_of(model, example)
+    if not bool(torch.isfinite(after).all()):
+        raise FSDPGrowthError("the output after the edit is not finite")
+    delta = float((after - before).abs().max()) if after.shape == before.shape else None
+    if preserve is None:
+        preserve = bool(getattr(record, "details", {}).get("preserving", False))
+    if preserve and (delta is None or delta > atol):
+        raise FSDPGrowthError(
+            f"the edit should preserve the function but moved the output by {delta} (atol {atol})"
+        )
+
+
+def run_stages(
+    what: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    stages: Iterable[Callable[[], Any]],
+    rollback: Callable[[], None],
+) -> None:
+    """Run ``stages``, each ending in an agreement of every rank, before the next collective:
+    a rank that failed makes every rank ``rollback`` and raise instead of waiting forever at
+    a mismatched collective."""
+    from ..distributed import agree
+
+    for stage in stages:
         error: BaseException | None = None
         try:
             stage()
         except Exception as e:
             error = e
         try:
-            agree("a growth edit under FSDP", model, optimizer, error=error)
+            agree(what, model, optimizer, error=error)
         except BaseException:
-            g.rollback()
+            rollback()
             raise
-    return result[0]
 
 
 def _unit_modules(model: nn.Module, unit: Any) -> list[str]:
@@ -151,18 +175,24 @@ def _blocks_touched(model: nn.Module, block: int | None) -> list[str]:
     return [b.name for b in chosen]
 
 
+def _block_edit(name: str, model: nn.Module, k: int, block: int | None, optimizer: Any,
+                atol: float, kwargs: dict[str, Any]) -> Any:  # fmt: skip
+    from .. import ops
+
+    op = getattr(ops, name)
+    return edit(
+        model, optimizer,
+        lambda: op(model, k, block=block, optimizer=optimizer, verify=False, **kwargs),
+        modules=_blocks_touched(model, block), atol=atol,
+    )  # fmt: skip
+
+
 def grow_ffn(
     model: nn.Module, k: int, *, block: int | None = None,
     optimizer: torch.optim.Optimizer | None = None, atol: float = 1e-5, **kwargs: Any,
 ) -> Any:  # fmt: skip
     """:func:`torchgrow.ops.grow_ffn` on a sharded transformer: gathers the grown blocks only."""
-    from .. import ops
-
-    return edit(
-        model, optimizer,
-        lambda: ops.grow_ffn(model, k, block=block, optimizer=optimizer, verify=False, **kwargs),
-        modules=_blocks_touched(model, block), atol=atol,
-    )  # fmt: skip
+    return _block_edit("grow_ffn", model, k, block, optimizer, atol, kwargs)
 
 
 def add_heads(
@@ -170,13 +200,7 @@ def add_heads(
     optimizer: torch.optim.Optimizer | None = None, atol: float = 1e-5, **kwargs: Any,
 ) -> Any:  # fmt: skip
     """:func:`torchgrow.ops.add_heads` on a sharded transformer: gathers the grown blocks only."""
-    from .. import ops
-
-    return edit(
-        model, optimizer,
-        lambda: ops.add_heads(model, k, block=block, optimizer=optimizer, verify=False, **kwargs),
-        modules=_blocks_touched(model, block), atol=atol,
-    )  # fmt: skip
+    return _block_edit("add_heads", model, k, block, optimizer, atol, kwargs)
 
 
 def grow_hidden(
