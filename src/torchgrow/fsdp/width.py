@@ -175,11 +175,8 @@ def _blocks_touched(model: nn.Module, block: int | None) -> list[str]:
     return [b.name for b in chosen]
 
 
-def _block_edit(name: str, model: nn.Module, k: int, block: int | None, optimizer: Any,
-                atol: float, kwargs: dict[str, Any]) -> Any:  # fmt: skip
-    from .. import ops
-
-    op = getattr(ops, name)
+def _block_edit(op: Callable[..., Any], model: nn.Module, k: int, block: int | None,
+                optimizer: Any, atol: float, kwargs: dict[str, Any]) -> Any:  # fmt: skip
     return edit(
         model, optimizer,
         lambda: op(model, k, block=block, optimizer=optimizer, verify=False, **kwargs),
@@ -192,7 +189,9 @@ def grow_ffn(
     optimizer: torch.optim.Optimizer | None = None, atol: float = 1e-5, **kwargs: Any,
 ) -> Any:  # fmt: skip
     """:func:`torchgrow.ops.grow_ffn` on a sharded transformer: gathers the grown blocks only."""
-    return _block_edit("grow_ffn", model, k, block, optimizer, atol, kwargs)
+    from .. import ops
+
+    return _block_edit(ops.grow_ffn, model, k, block, optimizer, atol, kwargs)
 
 
 def add_heads(
@@ -200,7 +199,9 @@ def add_heads(
     optimizer: torch.optim.Optimizer | None = None, atol: float = 1e-5, **kwargs: Any,
 ) -> Any:  # fmt: skip
     """:func:`torchgrow.ops.add_heads` on a sharded transformer: gathers the grown blocks only."""
-    return _block_edit("add_heads", model, k, block, optimizer, atol, kwargs)
+    from .. import ops
+
+    return _block_edit(ops.add_heads, model, k, block, optimizer, atol, kwargs)
 
 
 def grow_hidden(
