@@ -14,6 +14,7 @@ pytest.importorskip("accelerate")
 import torch  # noqa: E402
 
 from torchgrow import Grower, GrowthInputError  # noqa: E402
+from torchgrow.errors import CheckpointError  # noqa: E402
 from torchgrow.how import Random  # noqa: E402
 from torchgrow.integrations.hf import (  # noqa: E402
     ARCHITECTURE_FILE,
@@ -124,3 +125,50 @@ def test_the_loss_and_refusals():
         GrowthCallback(Grower(_model(), when=Every(1)))
     with pytest.raises(GrowthInputError, match="no torch.optim.Optimizer"):
         unwrap_optimizer(object())
+
+
+class _NamesAKernelFunction(torch.nn.Module):
+    """Pickles as a call of the kernels package's rebuild function with chosen arguments."""
+
+    def __init__(self, module: str, name: str):
+        super().__init__()
+        self.args = (module, name)
+
+    def __deepcopy__(self, memo):
+        return _NamesAKernelFunction(*self.args)
+
+    def __reduce__(self):
+        from kernels._internals.layer.layer import _rebuild_kernel_func
+
+        return _rebuild_kernel_func, self.args
+
+
+def test_kernel_function_wrappers_are_rebuilt_only_for_transformers_own_functions(tmp_path):
+    """transformers built with the kernels package gives each attention layer its own module
+    wrapping apply_rotary_pos_emb, pickled as a call of kernels' rebuild function: the record
+    is loaded with a checked stand-in that rebuilds those wrappers and nothing else."""
+    pytest.importorskip("kernels")
+    from torchgrow.io import architecture_record
+
+    model = _model()
+    attention = model.model.layers[0].self_attn
+    if "_kernel_funcs" not in vars(attention):
+        pytest.skip("this transformers does not give attention layers kernel-function wrappers")
+    (tmp_path / ARCHITECTURE_FILE).write_bytes(architecture_record(model, ["model"]))
+    fresh = _model()
+    assert restore_checkpoint(fresh, tmp_path) == ["model"]
+    restored = fresh.model.layers[0].self_attn._kernel_funcs
+    assert restored.keys() == attention._kernel_funcs.keys()
+    assert all(type(w) is type(attention._kernel_funcs[k]) for k, w in restored.items())
+    for module, name, match in [
+        ("collections", "OrderedDict", "only those of transformers' own modules"),
+        ("transformers.models.llama.modeling_llama", "LlamaMLP", "not a kernel function"),
+    ]:
+        bad = _model()
+        bad.model.layers[0].self_attn.extra = _NamesAKernelFunction(module, name)
+        (tmp_path / ARCHITECTURE_FILE).write_bytes(architecture_record(bad, ["model"]))
+        target = _model()
+        before = target.model
+        with pytest.raises(CheckpointError, match=match):
+            restore_checkpoint(target, tmp_path)
+        assert target.model is before  # nothing changed

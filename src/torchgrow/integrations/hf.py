@@ -145,21 +145,79 @@ def restore_checkpoint(
     if not path.exists():
         return []
     record = path.read_bytes()
-    changed = restore_architecture(model, record, allow=[*allow, *_transformers_classes(record)])
+    allowed = _transformers_classes(record)
+    # The kernel-function wrappers the stand-in builds are not named by the record: their
+    # classes must be allowed for unpickling to restore their state.
+    wrappers = [
+        w
+        for c in allowed
+        if isinstance(c, type)
+        for w in _kernel_wrappers(importlib.import_module(c.__module__))
+    ]
+    with torch.serialization.safe_globals(list(dict.fromkeys(wrappers))):
+        changed = restore_architecture(model, record, allow=[*allow, *allowed])
     if (folder / GROWER_FILE).exists():  # for the callback when the resumed training begins
         _RESUMED[model] = torch.load(folder / GROWER_FILE, weights_only=True)
     return changed
 
 
-def _transformers_classes(record: bytes) -> list[type]:
-    """The classes of the installed ``transformers`` (modules and configs) a record names.
+def _kernel_function(module_name: str, function_name: str) -> nn.Module:
+    """A fresh per-module wrapper of a ``transformers`` function the ``kernels`` package made
+    swappable (``use_kernel_forward_from_hub`` turns ``apply_rotary_pos_emb`` into a module
+    each attention layer holds a copy of); stands in for ``kernels``' own rebuild function,
+    which would import and instantiate whatever a record names."""
+    if not module_name.startswith("transformers."):
+        raise CheckpointError(
+            f"the record asks for a kernel function of {module_name!r}; only those of "
+            "transformers' own modules are rebuilt"
+        )
+    try:
+        wrapper = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(
+            f"the record names {module_name}.{function_name}, which this transformers lacks: {exc}"
+        ) from exc
+    if not (isinstance(wrapper, nn.Module) and hasattr(wrapper, "kernel_layer_name")):
+        raise CheckpointError(
+            f"{module_name}.{function_name} is not a kernel function of transformers"
+        )
+    return type(wrapper)()
+
+
+class _StandIn:
+    """``function`` under the name ``name`` (``module.qualname``) a record refers to: the
+    allow-list, like torch's safe globals, finds an object by its module and qualified name."""
+
+    def __init__(self, function: Callable[..., Any], name: str):
+        self._function = function
+        self.__module__, _, self.__qualname__ = name.rpartition(".")
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+
+def _kernel_wrappers(module: Any) -> list[type]:
+    """The classes of the kernel-function wrappers a ``transformers`` module defines."""
+    return [
+        type(v)
+        for v in vars(module).values()
+        if isinstance(v, nn.Module) and hasattr(v, "kernel_layer_name")
+    ]
+
+
+def _transformers_classes(record: bytes) -> list[Any]:
+    """What of the installed ``transformers`` a record may refer to: its module and config
+    classes, and the stand-in for ``kernels``' rebuild of kernel-function wrappers.
 
     Like the layers of ``torch.nn``, they are code installed here, not code from the file;
     unpickling builds instances without running their constructors.
     """
     names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(record))
-    found = []
+    found: list[Any] = []
     for name in names:
+        if name.startswith("kernels.") and name.endswith("._rebuild_kernel_func"):
+            found.append(_StandIn(_kernel_function, name))
+            continue
         if not name.startswith("transformers."):
             continue
         module, _, attr = name.rpartition(".")
