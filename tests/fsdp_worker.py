@@ -50,8 +50,28 @@ def gpt() -> nn.Module:
     )
 
 
+def llama() -> nn.Module:
+    """A Hugging Face Llama built from a config (grouped-query attention: 2 heads, 1 KV head)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=13, hidden_size=12, intermediate_size=15, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=9, use_cache=False,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config)
+
+
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    return list(model.blocks) if hasattr(model, "blocks") else [model.b0, model.b1]
+    if hasattr(model, "blocks"):
+        return list(model.blocks)
+    if hasattr(model, "model"):
+        return list(model.model.layers)
+    return [model.b0, model.b1]
+
+
+def _logits(out: Any) -> torch.Tensor:
+    return out.logits if hasattr(out, "logits") else out
 
 
 def _shard(model: nn.Module) -> nn.Module:
@@ -73,6 +93,7 @@ def _data(kind: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    out = _logits(out)
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
 
@@ -114,8 +135,8 @@ def _structure(model: nn.Module) -> dict[str, Any]:
     from torchgrow.fsdp.state import states as fsdp_states
 
     states = fsdp_states(model)
-    x, _ = _data("gpt" if hasattr(model, "blocks") else "mlp", 99)
-    out = model(x[:2])  # a training forward: blocks reshard after it, the root does not
+    x, _ = _data("mlp" if hasattr(model, "b0") else "gpt", 99)
+    out = _logits(model(x[:2]))  # a training forward: blocks reshard after it, the root does not
     blocks = [s for name, s in states if name]
     res = {
         "roots": [s._is_root for _, s in states],
@@ -179,6 +200,48 @@ def grow_transformer(out: Path, sharded: bool) -> dict[str, Any]:
         _train(model, opt, "gpt", range(step, step + 1))
         ramp.step()
     res["ramp_done"] = not ramp.active
+    res["final"] = _state(model, opt)
+    if sharded:
+        res["structure"] = _structure(model)
+    return res
+
+
+def grow_hf(out: Path, sharded: bool) -> dict[str, Any]:
+    """A Hugging Face Llama under FSDP: a KV group of heads, three residual-stream coordinates
+    (MSG's masks), FFN units, an identity layer, then stacking 3 -> 5 layers; training goes on."""
+    from torchgrow.ops import Ramp
+
+    model = llama()
+    if sharded:
+        _shard(model)
+    # SGD: Adam divides each gradient by its own running size, so entries whose exact gradient is
+    # about zero (the masked stream coordinates reaching an identity layer's zero projections)
+    # turn rounding differences between a sharded and a single run into steps of the learning
+    # rate's size; the Adam state's carrying is what the gpt scenarios compare
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, "gpt", range(STEPS_BEFORE))
+    x, _ = _data("gpt", 50)
+    set_example(model, x[:3])
+    with torch.no_grad():
+        before = _logits(model(x[:3])).float()
+    lib = fsdp if sharded else ops
+    g = torch.Generator().manual_seed(7)
+    kw = {} if sharded else {"example": x[:3]}
+    ramp = Ramp(2)
+    lib.add_heads(model, 2, block=0, generator=g, optimizer=opt, **kw)  # 2 -> 4 heads, 1 -> 2 KV
+    lib.grow_hidden(model, 3, ramp=ramp, std=0.5, generator=g, optimizer=opt, **kw)
+    lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
+    lib.insert_identity_block(model, 1, optimizer=opt, **kw)  # old block 1 becomes layer 2
+    lib.stack_blocks(model, [0, 1, 2, 0, 2], optimizer=opt, **kw)  # G_stack-like: 3 -> 5
+    with torch.no_grad():
+        after = _logits(model(x[:3])).float()
+    res: dict[str, Any] = {"delta": float((after - before).abs().max())}
+    res["depth"] = len(model.model.layers)
+    res["layer_idx"] = [b.self_attn.layer_idx for b in model.model.layers]
+    res["grown"] = _state(model, opt)
+    for step in range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER):
+        _train(model, opt, "gpt", range(step, step + 1))
+        ramp.step()
     res["final"] = _state(model, opt)
     if sharded:
         res["structure"] = _structure(model)
@@ -351,6 +414,7 @@ SCENARIOS = {
     "gpt_tx": grow_transformer,
     "ckpt": checkpoint,
     "gpt_depth": grow_depth,
+    "hf_llama": grow_hf,
     "depth_failure": depth_failure,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
 }

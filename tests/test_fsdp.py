@@ -8,6 +8,7 @@ FSDP on the same global batches, and the tests compare what both saved.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -37,15 +38,24 @@ def _run(args: list[str], out: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
+HF = ",hf_llama" if HAS_TRANSFORMERS else ""
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     _run(
-        [*launcher, str(WORKER), "mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt", str(out)],
+        [
+            *launcher,
+            str(WORKER),
+            f"mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt{HF}",
+            str(out),
+        ],
         out,
     )
-    _run([str(WORKER), "mlp,gpt,gpt_tx,gpt_depth,ckpt", str(out)], out)
+    _run([str(WORKER), f"mlp,gpt,gpt_tx,gpt_depth,ckpt{HF}", str(out)], out)
     return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
 
 
@@ -107,9 +117,33 @@ def test_depth_under_fsdp_new_blocks_get_shards_and_equal_one_process(saved):
 
 
 @needs_gloo
-@pytest.mark.parametrize("model", ["mlp", "gpt", "gpt_tx", "gpt_depth"])
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+def test_a_hugging_face_llama_grows_in_width_and_depth_under_fsdp_as_in_one_process(saved):
+    """A Llama built from a config, each decoder layer and the root under fully_shard: a KV group
+    of heads, MSG's masked residual-stream growth, FFN units, an identity layer inserted before
+    an old one (whose layer_idx follows) and stacking 3 -> 5 layers, then three SGD steps."""
+    r0, r1, single = saved("hf_llama-rank0"), saved("hf_llama-rank1"), saved("hf_llama-single")
+    grown = r0["grown"]["params"]
+    assert grown["model.embed_tokens.weight"].shape == (13, 15)  # hidden 12 -> 15
+    assert grown["model.layers.0.self_attn.q_proj.weight"].shape == (24, 15)  # 2 -> 4 heads of 6
+    assert grown["model.layers.0.self_attn.k_proj.weight"].shape == (12, 15)  # 1 -> 2 KV heads
+    assert grown["model.layers.2.mlp.up_proj.weight"].shape == (17, 15)  # old layer 1: FFN 15 -> 17
+    assert r0["depth"] == r1["depth"] == single["depth"] == 5
+    assert r0["layer_idx"] == r1["layer_idx"] == single["layer_idx"] == [0, 1, 2, 3, 4]
+    # stacking does not keep the function; the sharded model changed it exactly as one process did
+    assert r0["delta"] == r1["delta"] and abs(r0["delta"] - single["delta"]) <= 1e-5
+    assert _max_diff(r0["grown"], single["grown"]) <= 1e-6
+    assert _max_diff(r0["final"], r1["final"]) == 0.0
+    assert _max_diff(r0["final"], single["final"]) <= 1e-4  # momentum buffers of size ~1-10
+    assert set(r0["final"]["opt"]["model.layers.4.mlp.up_proj.weight"]) == {"momentum_buffer"}
+
+
+@needs_gloo
+@pytest.mark.parametrize(
+    "model", ["mlp", "gpt", "gpt_tx", "gpt_depth"] + (["hf_llama"] if HAS_TRANSFORMERS else [])
+)
 def test_fsdp_structure_survives_growth(saved, model):
-    blocks = 5 if model == "gpt_depth" else 2
+    blocks = 5 if model in ("gpt_depth", "hf_llama") else 2
     for r in (0, 1):
         s = saved(f"{model}-rank{r}")["structure"]
         # one FSDP state per block, new blocks included, and still a single root

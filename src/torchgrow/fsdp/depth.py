@@ -53,6 +53,30 @@ def _join_root(model: nn.Module, new_states: list[Any]) -> None:
             g.lazy_init()
 
 
+_STRUCTURE = ("_parameters", "_buffers", "_modules")
+
+
+def _carry_back(pairs: list[tuple[nn.Module, nn.Module]]) -> None:
+    """What the edit changed on the stand-ins of the old blocks (an attention's ``layer_idx``
+    renumbered, say) made on the blocks themselves; hooks must not have changed."""
+    from .state import fsdp_hook_ids
+
+    for real, stand in pairs:
+        fsdp_ids = fsdp_hook_ids(real)
+        for k, v in stand.__dict__.items():
+            if k in _STRUCTURE:
+                continue
+            if "hook" in k and isinstance(v, dict):
+                had = [i for i in real.__dict__.get(k, {}) if i not in fsdp_ids]
+                if list(v) != had:
+                    raise GrowthInputError(
+                        f"torchgrow.fsdp: the depth edit changed the hooks ({k}) of an existing "
+                        "block, which cannot be carried to its sharded module"
+                    )
+            elif real.__dict__.get(k, _STRUCTURE) is not v:
+                real.__dict__[k] = v
+
+
 def _depth_edit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None,
@@ -74,8 +98,9 @@ def _depth_edit(
     before = output_of(model, example)
     root = state_of(model)
     states_before = list(root._state_ctx.all_states) if root is not None else []
-    container = snapshot(root, [stack, model]) if root is not None else None
     old_blocks = [b.module for b in parts.blocks]
+    kept = [stack, model, *(m for b in old_blocks for m in b.modules())]
+    container = snapshot(root, kept) if root is not None else None
     sibling = state_of(old_blocks[sources[0]])
     if sibling is None or len(sibling._fsdp_param_groups) != 1:
         raise GrowthInputError(
@@ -84,7 +109,8 @@ def _depth_edit(
     g = Gather(model, optimizer, [parts.blocks[i].name for i in sorted(set(sources))])
     g.gather()
     memo: dict[int, Any] = {}  # deep-copyable stand-ins sharing the blocks' tensors
-    views = {id(plain_copy(b, _memo=memo)): b for b in old_blocks}
+    views = {id(plain_copy(b, _memo=memo, hooks=True)): b for b in old_blocks}
+    pairs = [(m, memo[id(m)]) for b in old_blocks for m in b.modules() if id(m) in memo]
     result: list[Any] = []
     new_states: list[Any] = []
 
@@ -97,6 +123,7 @@ def _depth_edit(
             for key, m in list(stack._modules.items()):
                 if id(m) in views:
                     stack._modules[key] = views[id(m)]
+        _carry_back(pairs)
 
     def shard_new() -> None:
         g.reshard()

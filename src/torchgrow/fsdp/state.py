@@ -106,8 +106,30 @@ def _plain_class(module: nn.Module) -> type:
     return cls
 
 
-def plain_copy(module: nn.Module, tensor=None, _memo: dict[int, Any] | None = None) -> nn.Module:
-    """``module`` as its original classes, without FSDP's state and hooks.
+def _is_fsdp_hook(hook: Any) -> bool:
+    """Whether ``hook`` is one ``fully_shard`` registered (a method of its state, a closure of
+    its module, or a partial of either)."""
+    fn = getattr(hook, "func", hook)  # functools.partial
+    fn = getattr(fn, "__func__", fn)  # bound method
+    return (getattr(fn, "__module__", None) or "").startswith("torch.distributed.fsdp")
+
+
+def fsdp_hook_ids(module: nn.Module) -> set[int]:
+    """The handle ids of the hooks FSDP put on ``module`` (forward and backward)."""
+    return {
+        i
+        for k, v in module.__dict__.items()
+        if "hook" in k and isinstance(v, dict)
+        for i, h in v.items()
+        if callable(h) and _is_fsdp_hook(h)
+    }
+
+
+def plain_copy(
+    module: nn.Module, tensor=None, _memo: dict[int, Any] | None = None, *, hooks: bool = False
+) -> nn.Module:
+    """``module`` as its original classes, without FSDP's state and hooks (with ``hooks``,
+    its other hooks, torchgrow's masks among them, are kept).
 
     ``tensor`` maps each parameter and buffer to the copy's (default: the same
     object, so the copy shares them); shared tensors and modules stay shared.
@@ -119,6 +141,7 @@ def plain_copy(module: nn.Module, tensor=None, _memo: dict[int, Any] | None = No
         return memo[id(module)]
     new = object.__new__(_plain_class(module))
     memo[id(module)] = new
+    fsdp_ids = fsdp_hook_ids(module) if hooks else None
     d: dict[str, Any] = {}
     for k, v in module.__dict__.items():
         if k.startswith("__composable") or k.startswith("_fsdp") or k == "_is_fsdp_managed_module":
@@ -126,9 +149,13 @@ def plain_copy(module: nn.Module, tensor=None, _memo: dict[int, Any] | None = No
         if k in ("_parameters", "_buffers"):
             d[k] = {n: t if t is None or tensor is None else tensor(t, memo) for n, t in v.items()}
         elif k == "_modules":
-            d[k] = {n: None if c is None else plain_copy(c, tensor, memo) for n, c in v.items()}
-        elif "hook" in k and isinstance(v, dict):
-            d[k] = type(v)()
+            d[k] = {
+                n: None if c is None else plain_copy(c, tensor, memo, hooks=hooks)
+                for n, c in v.items()
+            }
+        elif "hook" in k and isinstance(v, dict):  # flag dicts share the handle ids
+            kept = () if fsdp_ids is None else v.items()
+            d[k] = type(v)((i, h) for i, h in kept if i not in fsdp_ids)
         else:
             d[k] = v
     new.__dict__.update(d)

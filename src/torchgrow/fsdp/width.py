@@ -106,6 +106,9 @@ def run_stages(
     a mismatched collective."""
     from ..distributed import agree
 
+    # what a committed edit changed in a Hugging Face config (widths, depth, layer types)
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None}
+    saved = [(c, dict(vars(c))) for c in configs.values() if hasattr(c, "__dict__")]
     for stage in stages:
         error: BaseException | None = None
         try:
@@ -116,6 +119,9 @@ def run_stages(
             agree(what, model, optimizer, error=error)
         except BaseException:
             rollback()
+            for config, attributes in saved:
+                vars(config).clear()
+                vars(config).update(attributes)
             raise
 
 
