@@ -206,6 +206,18 @@ def grow_transformer(out: Path, sharded: bool) -> dict[str, Any]:
     return res
 
 
+def _train_on(model: nn.Module, opt, ramp, sharded: bool, res: dict[str, Any]) -> dict[str, Any]:
+    """The grown state, three more steps (the ramp advancing), the final state and structure."""
+    res["grown"] = _state(model, opt)
+    for step in range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER):
+        _train(model, opt, "gpt", range(step, step + 1))
+        ramp.step()
+    res["final"] = _state(model, opt)
+    if sharded:
+        res["structure"] = _structure(model)
+    return res
+
+
 def grow_hf(out: Path, sharded: bool) -> dict[str, Any]:
     """A Hugging Face Llama under FSDP: a KV group of heads, three residual-stream coordinates
     (MSG's masks), FFN units, an identity layer, then stacking 3 -> 5 layers; training goes on."""
@@ -238,14 +250,7 @@ def grow_hf(out: Path, sharded: bool) -> dict[str, Any]:
     res: dict[str, Any] = {"delta": float((after - before).abs().max())}
     res["depth"] = len(model.model.layers)
     res["layer_idx"] = [b.self_attn.layer_idx for b in model.model.layers]
-    res["grown"] = _state(model, opt)
-    for step in range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER):
-        _train(model, opt, "gpt", range(step, step + 1))
-        ramp.step()
-    res["final"] = _state(model, opt)
-    if sharded:
-        res["structure"] = _structure(model)
-    return res
+    return _train_on(model, opt, ramp, sharded, res)
 
 
 def grow_depth(out: Path, sharded: bool) -> dict[str, Any]:
@@ -269,14 +274,7 @@ def grow_depth(out: Path, sharded: bool) -> dict[str, Any]:
     with torch.no_grad():
         after = model(x[:3]).float()
     res: dict[str, Any] = {"delta": float((after - before).abs().max()), "depth": len(model.blocks)}
-    res["grown"] = _state(model, opt)
-    for step in range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER):
-        _train(model, opt, "gpt", range(step, step + 1))
-        ramp.step()
-    res["final"] = _state(model, opt)
-    if sharded:
-        res["structure"] = _structure(model)
-    return res
+    return _train_on(model, opt, ramp, sharded, res)
 
 
 def depth_failure(out: Path, sharded: bool) -> dict[str, Any]:
