@@ -288,10 +288,22 @@ class GradMax(How):
         """Top-k singular directions of ``mat`` (rows, unit norm) and the singular values."""
         mat = mat.double()
         rows, cols = mat.shape if left else mat.shape[::-1]  # the used side has `rows` rows
+        if rows <= cols:  # the used side is the short one: its Gram matrix is the small problem
+            return self._gram_directions(mat if left else mat.T, k, unit_name)
         # past min(shape) the further directions need the complete factor of the used side
-        u, s, vh = torch.linalg.svd(mat, full_matrices=k > min(mat.shape) and rows > cols)
+        u, s, vh = torch.linalg.svd(mat, full_matrices=k > min(mat.shape))
         basis = u.T if left else vh  # rows are directions in the fan-out space
         return self._take(basis, s, k, unit_name, max(mat.shape))
+
+    def _gram_directions(self, a: Tensor, k: int, unit_name: str) -> tuple[Tensor, Tensor]:
+        """The left singular directions of a short, wide ``a`` from the eigenvectors of its
+        Gram matrix ``a a^T``: the same directions and singular values as the SVD of ``a``
+        (eigenvalues are the squared singular values) at a fraction of its cost, since only
+        the short side is factorised. The rank is read off the eigenvalues, whose rounding
+        is relative to the largest one, not off their square roots."""
+        w, q = torch.linalg.eigh(a @ a.T)  # ascending; all of the short side's directions
+        w, basis = w.flip(0).clamp_min(0), q.flip(1).T
+        return self._take(basis, w.sqrt(), k, unit_name, max(a.shape), gram=True)
 
     def _dense_directions(
         self, h_prev: Tensor, g_next: Tensor, k: int, unit_name: str
@@ -325,13 +337,15 @@ class GradMax(How):
         return self._take(basis, s, k, unit_name, max(d_out, d_in))
 
     def _take(
-        self, basis: Tensor, s: Tensor, k: int, unit_name: str, big: int
+        self, basis: Tensor, s: Tensor, k: int, unit_name: str, big: int, gram: bool = False
     ) -> tuple[Tensor, Tensor]:
         """The first ``k`` rows of ``basis`` (random unit rows past its end), signs fixed, and
-        the singular values; warns when ``k`` exceeds the numerical rank."""
+        the singular values; warns when ``k`` exceeds the numerical rank (``gram``: ``s`` are
+        square roots of a Gram matrix's eigenvalues, so the rank is judged on ``s**2``)."""
         d = basis.shape[1]
-        tol = (s.max() if s.numel() else torch.tensor(0.0)) * big * torch.finfo(s.dtype).eps
-        rank = int((s > tol).sum())
+        top = s.max() if s.numel() else torch.tensor(0.0)
+        eps = big * torch.finfo(s.dtype).eps
+        rank = int((s * s > top * top * eps).sum()) if gram else int((s > top * eps).sum())
         if k > rank:
             warnings.warn(
                 f"GradMax on {unit_name!r}: {k} units asked for but the gradient matrix has rank "
