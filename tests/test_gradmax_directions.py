@@ -17,7 +17,9 @@ def _svd_reference(mat: torch.Tensor, k: int, left: bool) -> tuple[torch.Tensor,
 
 
 @pytest.mark.parametrize(("shape", "left"), [((12, 40), True), ((40, 12), False), ((7, 7), True)])
-def test_gram_directions_equal_the_svd_on_random_matrices(shape: tuple[int, int], left: bool) -> None:
+def test_gram_directions_equal_the_svd_on_random_matrices(
+    shape: tuple[int, int], left: bool
+) -> None:
     gen = torch.Generator().manual_seed(3)
     mat = torch.randn(*shape, generator=gen, dtype=torch.float64)
     k = 5
@@ -57,3 +59,36 @@ def test_gram_rank_is_judged_on_the_eigenvalues() -> None:
     assert torch.allclose(sv[:2], ref_sv, rtol=1e-10)
     # the third direction is orthogonal to the range and has (numerically) no gradient
     assert float((rows[2] @ mat).norm()) < 1e-6 * float(ref_sv[0])
+
+
+def test_a_dense_pair_whose_rows_do_not_align_is_refused_with_the_reason() -> None:
+    """A mean over positions between the pair: 40 input rows against 8 gradient rows."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    import torchgrow
+    from torchgrow import size, when
+    from torchgrow.errors import GrowthInputError
+
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(4, 6), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)).mean(1))
+
+    torch.manual_seed(0)
+    model = Pooled()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    batch = (torch.randn(8, 5, 4), torch.randint(0, 3, (8,)))
+    grower = torchgrow.Grower(
+        model, opt, when=when.Manual(), how=GradMax(), size=size.Units(2), loss_fn=F.cross_entropy
+    )
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(GrowthInputError, match="40 rows of 4.*8 rows of 3.*Random"):
+        grower.grow(batch)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert len(opt.param_groups[0]["params"]) == 4 and not grower.events

@@ -322,6 +322,14 @@ class GradMax(How):
         g = g_next.reshape(-1, g_next.shape[-1]).double()
         h = h_prev.reshape(-1, h_prev.shape[-1]).double()
         n, d_out, d_in = g.shape[0], g.shape[1], h.shape[1]
+        if h.shape[0] != n:
+            raise GrowthInputError(
+                f"GradMax on {unit_name!r}: the producer's inputs give {h.shape[0]} rows of "
+                f"{d_in} and the consumer's output gradients {n} rows of {d_out}; the closed "
+                "form pairs them row by row, so something between the two layers changes the "
+                "rows (a reshape or a reduction over positions). Grow this unit with Random or "
+                "GradMaxOpt instead"
+            )
         if n >= min(d_out, d_in):
             return self._directions(g.T @ h, k, unit_name, left=True)
         a, tau = torch.geqrf(g.T)  # G^T = Q1 R1, Q1 held as Householder reflectors
