@@ -406,6 +406,65 @@ def failure(kind: str, out: Path, sharded: bool) -> dict[str, Any]:
     return res
 
 
+def grower(out: Path, sharded: bool) -> dict[str, Any]:
+    """torchgrow.fsdp.Grower (GradMax's closed form on both blocks' hidden layers, at step 2),
+    each rank passing its half of the growth batch; alone, torchgrow.Grower on the whole batch."""
+    from torchgrow import Grower, how, size, when, where
+
+    model = mlp()
+    if sharded:
+        _shard(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rank, n = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    res: dict[str, Any] = {}
+    if sharded:  # the residual stream has several consumers: GradMax would run trial copies
+        x, y = _data("mlp", 40)
+        bad = fsdp.Grower(
+            model, opt, when=when.Manual(), how=how.GradMax(), where=where.Layers(["inp"])
+        )
+        before = _state(model, opt)
+        try:
+            bad.grow((x.chunk(n)[rank], y.chunk(n)[rank]))
+            res["refused"] = None
+        except Exception as e:
+            res["refused"] = f"{type(e).__name__}: {e}"
+        res["unchanged"] = _max_diff_states(before, _state(model, opt))
+    g = (fsdp.Grower if sharded else Grower)(
+        model,
+        opt,
+        when=when.Every(STEPS_BEFORE, times=1),
+        where=where.Layers(["b0.fc1", "b1.fc1"]),
+        how=how.GradMax(),
+        size=size.Units(2),
+        loss_fn=_loss,
+    )
+    for step in range(STEPS_BEFORE + STEPS_AFTER):
+        _train(model, opt, "mlp", range(step, step + 1))
+        gx, gy = _data("mlp", 60 + step)
+        events = g.step((gx.chunk(n)[rank], gy.chunk(n)[rank]))
+        if events:
+            res["grown"] = _state(model, opt)
+            res["events"] = [
+                (e.unit, e.width_after, e.info["sigma_1"], e.max_abs_delta, e.grad_norm_fan_in)
+                for e in events
+            ]
+    res["final"] = _state(model, opt)
+    if sharded:
+        res["structure"] = _structure(model)
+        avg = opt.state[model.b0.fc1.weight]["exp_avg"]  # a subnormal in this rank's own shard
+        avg.to_local().view(-1)[0] = 1e-44
+        res["flushed"] = fsdp.flush_subnormal_shards(opt)
+        res["flushed_to"] = float(avg.to_local().view(-1)[0])
+    return res
+
+
+def _max_diff_states(a: dict[str, Any], b: dict[str, Any]) -> float:
+    d = [float((a["params"][k] - b["params"][k]).abs().max()) for k in a["params"]]
+    for k, st in a["opt"].items():
+        d += [float((v.float() - b["opt"][k][n].float()).abs().max()) for n, v in st.items()]
+    return max(d)
+
+
 SCENARIOS = {
     "mlp": lambda out, sharded: grow("mlp", out, sharded),
     "gpt": lambda out, sharded: grow("gpt", out, sharded),
@@ -415,6 +474,7 @@ SCENARIOS = {
     "hf_llama": grow_hf,
     "depth_failure": depth_failure,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
+    "grower": grower,
 }
 
 

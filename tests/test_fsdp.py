@@ -50,12 +50,12 @@ def saved(tmp_path_factory):
         [
             *launcher,
             str(WORKER),
-            f"mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt{HF}",
+            f"mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt,grower{HF}",
             str(out),
         ],
         out,
     )
-    _run([str(WORKER), f"mlp,gpt,gpt_tx,gpt_depth,ckpt{HF}", str(out)], out)
+    _run([str(WORKER), f"mlp,gpt,gpt_tx,gpt_depth,ckpt,grower{HF}", str(out)], out)
     return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
 
 
@@ -65,6 +65,17 @@ def _max_diff(a: dict, b: dict) -> float:
     for n, state in a["opt"].items():
         assert state.keys() == b["opt"][n].keys()
         d += [float((v.float() - b["opt"][n][k].float()).abs().max()) for k, v in state.items()]
+    return max(d)
+
+
+def _max_rel_diff(a: dict, b: dict) -> float:
+    """The largest difference of a tensor of ``a`` from ``b``'s, relative to ``b``'s largest entry."""
+
+    def rel(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((x.float() - y.float()).abs().max()) / max(float(y.abs().max()), 1e-12)
+
+    d = [rel(a["params"][n], b["params"][n]) for n in b["params"]]
+    d += [rel(v, b["opt"][n][k]) for n, state in a["opt"].items() for k, v in state.items()]
     return max(d)
 
 
@@ -134,7 +145,11 @@ def test_a_hugging_face_llama_grows_in_width_and_depth_under_fsdp_as_in_one_proc
     assert r0["delta"] == r1["delta"] and abs(r0["delta"] - single["delta"]) <= 1e-5
     assert _max_diff(r0["grown"], single["grown"]) <= 1e-6
     assert _max_diff(r0["final"], r1["final"]) == 0.0
-    assert _max_diff(r0["final"], single["final"]) <= 1e-4  # momentum buffers of size ~1-10
+    # three SGD steps at lr 0.1 amplify the float32 rounding differences of sharded and
+    # single-process gradients (reduce-scatter of halves against one batch); how much depends on
+    # the CPU's kernels: 6.9e-5 of the tensor's size on one machine (the embedding's momentum
+    # buffer, entries up to 1.9), within the earlier absolute bound of 1e-4 on another
+    assert _max_rel_diff(r0["final"], single["final"]) <= 2e-4
     assert set(r0["final"]["opt"]["model.layers.4.mlp.up_proj.weight"]) == {"momentum_buffer"}
 
 
@@ -249,3 +264,48 @@ def test_refusals_under_fsdp_change_nothing(one_rank, tmp_path):
     with pytest.raises(GrowthInputError, match="every block is wrapped"):
         fsdp.insert_identity_block(other, 1)
     assert len(other.blocks) == 2 and torch.equal(other(x), y1)
+
+
+@needs_gloo
+def test_the_fsdp_grower_grows_as_the_grower_does_in_one_process(saved):
+    """GradMax's closed form from the gathered global growth batch, through the sharded model:
+    the same units, singular values and new weights as torchgrow.Grower on the whole batch, and
+    the same parameters and Adam moments three steps later."""
+    r0, r1, single = saved("grower-rank0"), saved("grower-rank1"), saved("grower-single")
+    assert [e[:2] for e in r0["events"]] == [("b0.fc1", 11), ("b1.fc1", 13)]
+    assert r0["events"] == r1["events"]
+    for (_, _, s, delta, g), (_, _, s1, _, g1) in zip(r0["events"], single["events"], strict=True):
+        assert s == pytest.approx(s1, rel=1e-6) and g == pytest.approx(g1, rel=1e-5)
+        assert delta <= 1e-6 and g > 0  # zero fan-in: the function kept; the new fan-in learns
+    assert _max_diff(r0["grown"], single["grown"]) <= 1e-6
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+    assert _max_diff(r0["final"], r1["final"]) == 0
+    assert r0["structure"] == {
+        "roots": [True, False, False],
+        "root_first": True,
+        "blocks_resharded": True,
+        "dtensors": True,
+        "dtensors_after_backward": True,
+    }
+
+
+@needs_gloo
+def test_the_fsdp_grower_refuses_an_initialiser_that_runs_the_whole_model(saved):
+    for r in (saved("grower-rank0"), saved("grower-rank1")):
+        assert "GrowthInputError" in r["refused"] and "'inp' (iterative)" in r["refused"]
+        assert "how.Random" in r["refused"]
+        assert r["unchanged"] == 0
+
+
+@needs_gloo
+def test_the_fsdp_grower_flushes_subnormal_state_in_each_ranks_own_shard(saved):
+    for r in (saved("grower-rank0"), saved("grower-rank1")):
+        assert r["flushed"] >= 1 and r["flushed_to"] == 0.0
+
+
+def test_the_fsdp_grower_refuses_a_model_without_fsdp_state():
+    from torchgrow import when
+
+    model = nn.Linear(3, 2)
+    with pytest.raises(GrowthInputError, match="no FSDP state: use torchgrow.Grower"):
+        fsdp.Grower(model, when=when.Manual())

@@ -35,22 +35,30 @@ The FSDP internals this relies on (``FSDPState``, ``FSDPParamGroup``) are
 private to torch; :func:`check_supported` says when the installed torch does
 not have them in the form this package was written for (torch 2.13).
 
+The :class:`Grower` of this package drives these edits from a trigger, as
+:class:`torchgrow.Grower` does in one process: statistics come from the global
+growth batch through the sharded model, and each growth step is one checked edit.
+
 Layout: ``state`` (reading FSDP's state), ``gather`` (gather and shard again,
-atomically), ``width`` (width edits and the checked edit), ``depth`` (new blocks), ``checkpoint``.
+atomically), ``width`` (width edits and the checked edit), ``depth`` (new blocks),
+``grower`` (the Grower under FSDP), ``checkpoint``.
 """
 
 from .checkpoint import ARCHITECTURE_FILE, load, plain_mirror, restore, save
 from .depth import insert_identity_block, stack_blocks
 from .gather import gathered
+from .grower import Grower, flush_subnormal_shards
 from .state import FSDPGrowthError, check_supported, is_sharded, plain_copy, reshard_idle
 from .width import add_heads, edit, grow_ffn, grow_hidden, widen
 
 __all__ = [
     "ARCHITECTURE_FILE",
     "FSDPGrowthError",
+    "Grower",
     "add_heads",
     "check_supported",
     "edit",
+    "flush_subnormal_shards",
     "gathered",
     "grow_ffn",
     "grow_hidden",
