@@ -407,9 +407,10 @@ def failure(kind: str, out: Path, sharded: bool) -> dict[str, Any]:
 
 
 def grower(out: Path, sharded: bool) -> dict[str, Any]:
-    """torchgrow.fsdp.Grower (GradMax's closed form on both blocks' hidden layers, at step 2),
-    each rank passing its half of the growth batch; alone, torchgrow.Grower on the whole batch."""
-    from torchgrow import Grower, how, size, when, where
+    """methods.GradMax under torchgrow.fsdp.Grower.of (its closed form on both blocks' hidden
+    layers, after step 2), each rank passing its half of the growth batch; alone, the method's
+    torchgrow.Grower on the whole batch."""
+    from torchgrow import how, methods, when, where
 
     model = mlp()
     if sharded:
@@ -429,15 +430,19 @@ def grower(out: Path, sharded: bool) -> dict[str, Any]:
         except Exception as e:
             res["refused"] = f"{type(e).__name__}: {e}"
         res["unchanged"] = _max_diff_states(before, _state(model, opt))
-    g = (fsdp.Grower if sharded else Grower)(
+    # the method with the paper's defaults but the schedule (growth after step 2, once):
+    # 25 % of 9 and of 11 units is 2 each
+    g = methods.GradMax(
         model,
         opt,
-        when=when.Every(STEPS_BEFORE, times=1),
-        where=where.Layers(["b0.fc1", "b1.fc1"]),
-        how=how.GradMax(),
-        size=size.Units(2),
+        update_frequency=STEPS_BEFORE,
+        start_iteration=STEPS_BEFORE,
+        n_growth_steps=1,
+        layers=["b0.fc1", "b1.fc1"],
         loss_fn=_loss,
     )
+    if sharded:
+        g = fsdp.Grower.of(g)
     for step in range(STEPS_BEFORE + STEPS_AFTER):
         _train(model, opt, "mlp", range(step, step + 1))
         gx, gy = _data("mlp", 60 + step)

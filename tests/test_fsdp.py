@@ -268,9 +268,10 @@ def test_refusals_under_fsdp_change_nothing(one_rank, tmp_path):
 
 @needs_gloo
 def test_the_fsdp_grower_grows_as_the_grower_does_in_one_process(saved):
-    """GradMax's closed form from the gathered global growth batch, through the sharded model:
-    the same units, singular values and new weights as torchgrow.Grower on the whole batch, and
-    the same parameters and Adam moments three steps later."""
+    """methods.GradMax through fsdp.Grower.of: its closed form from the gathered global growth
+    batch, through the sharded model, gives the same units, singular values and new weights as
+    the method's own Grower on the whole batch, and the same parameters and Adam moments three
+    steps later."""
     r0, r1, single = saved("grower-rank0"), saved("grower-rank1"), saved("grower-single")
     assert [e[:2] for e in r0["events"]] == [("b0.fc1", 11), ("b1.fc1", 13)]
     assert r0["events"] == r1["events"]
@@ -309,3 +310,8 @@ def test_the_fsdp_grower_refuses_a_model_without_fsdp_state():
     model = nn.Linear(3, 2)
     with pytest.raises(GrowthInputError, match="no FSDP state: use torchgrow.Grower"):
         fsdp.Grower(model, when=when.Manual())
+
+
+def test_the_fsdp_grower_of_takes_only_a_grower():
+    with pytest.raises(GrowthInputError, match="expected a torchgrow.Grower, got Linear"):
+        fsdp.Grower.of(nn.Linear(3, 2))

@@ -107,6 +107,32 @@ class Grower(_PlainGrower):
         self.flush_subnormals_every = every
         self.atol = float(atol)
 
+    @classmethod
+    def of(cls, grower: _PlainGrower, *, atol: float = 1e-5) -> Grower:
+        """The FSDP version of ``grower``, a :class:`torchgrow.Grower` built on the sharded
+        model, for instance by a method (``fsdp.Grower.of(methods.GradMax(model, opt))``):
+        the same model, optimizer, policies (and their state, such as the initial widths a
+        ``Fraction`` size fixed), counters, events and description."""
+        if not isinstance(grower, _PlainGrower):
+            raise GrowthInputError(f"expected a torchgrow.Grower, got {type(grower).__name__}")
+        new = cls(
+            grower.model,
+            grower.optimizer,
+            atol=atol,
+            when=grower.when,
+            where=grower.where,
+            how=grower.how,
+            size=grower.size,
+            loss_fn=grower.loss_fn,
+            measure=grower.measure,
+            unknown_optimizer=grower.unknown_optimizer,
+            flush_subnormals_every=grower.flush_subnormals_every,
+        )
+        new.state, new.events = grower.state, list(grower.events)
+        if hasattr(grower, "description"):
+            new.description = grower.description
+        return new
+
     def step(self, batch: object = None, loss_fn: Any = None) -> list[GrowthEvent]:
         """Count one optimizer step; grow on the global growth batch if the trigger fires
         (see :meth:`torchgrow.Grower.step`)."""
