@@ -92,3 +92,79 @@ def test_a_dense_pair_whose_rows_do_not_align_is_refused_with_the_reason() -> No
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert len(opt.param_groups[0]["params"]) == 4 and not grower.events
+
+
+def _bn_net(conv: bool) -> torch.nn.Module:
+    import torch.nn as nn
+
+    from torchgrow.nn import ReLU1
+
+    torch.manual_seed(1)
+    if conv:
+        return nn.Sequential(
+            nn.Conv2d(2, 5, 3, padding=1), nn.BatchNorm2d(5), ReLU1(),
+            nn.Conv2d(5, 4, 3, padding=1, stride=2), nn.Flatten(), nn.Linear(4 * 16, 3),
+        )  # fmt: skip
+    return nn.Sequential(nn.Linear(6, 7), nn.BatchNorm1d(7), ReLU1(), nn.Linear(7, 3))
+
+
+@pytest.mark.parametrize("conv", [True, False])
+@pytest.mark.parametrize("train_mode", [True, False])
+def test_the_fan_in_gradient_through_a_batchnorm_is_known_without_a_backward(
+    conv: bool, train_mode: bool
+) -> None:
+    """GradMax's reported gradient norm of the new fan-in through a BatchNorm (batch statistics:
+    scaled by 1/sqrt(eps) and centred; running statistics: 1/sqrt(1+eps)) equals the one the
+    grower measures by a forward and backward of the grown model."""
+    import copy
+
+    import torch.nn.functional as F
+
+    import torchgrow
+    from torchgrow import size, when, where
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 2, 8, 8, generator=gen) if conv else torch.randn(16, 6, generator=gen)
+    batch = (x, torch.randint(0, 3, (16,), generator=gen))
+    norms = {}
+    for measure in (True, "full"):
+        model = _bn_net(conv)
+        model.train(train_mode)
+        grower = torchgrow.Grower(
+            copy.deepcopy(model),
+            None,
+            when=when.Manual(),
+            where=where.Layers(["0"]),
+            how=GradMax(),
+            size=size.Units(2),
+            loss_fn=F.cross_entropy,
+            measure=measure,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (event,) = grower.grow(batch)
+        norms[measure] = (event.grad_norm_fan_in, event.grad_norm_fan_out, event.info)
+    # measure=True reports the closed form; "full" measures it on the grown model
+    assert norms[True][0] == norms[True][2]["grad_norm_fan_in"]
+    assert norms[True][0] == pytest.approx(norms["full"][0], rel=1e-5)
+    assert norms["full"][0] > 0 and norms["full"][1] == 0 == norms[True][1]
+    if train_mode:  # batch statistics: about 1/sqrt(eps) = 316 times the closed form's r*sigma
+        assert norms[True][0] > 30 * norms[True][2]["sigma_1"] * 0.5
+
+
+def test_a_tall_matrix_takes_its_directions_from_the_short_sides_gram_matrix() -> None:
+    """The used side is the long one (a conv pair read by its fan-out): same directions as the
+    SVD where sigma_k >= 1e-4 sigma_1; a rank-deficient one falls back to the SVD."""
+    gen = torch.Generator().manual_seed(6)
+    mat = torch.randn(30, 80, generator=gen, dtype=torch.float64)  # used side: the 80 columns
+    gm = GradMax()
+    assert gm._long_side_directions(mat.T, 5) is not None
+    rows, sv = gm._directions(mat, 5, "u", left=False)
+    ref_rows, ref_sv = _svd_reference(mat, 5, left=False)
+    assert torch.allclose(sv, ref_sv, rtol=1e-10)
+    assert torch.allclose(rows, ref_rows, atol=1e-10)
+    low = torch.randn(80, 2, generator=gen, dtype=torch.float64) @ torch.randn(
+        2, 30, generator=gen, dtype=torch.float64
+    )  # rank 2: a third direction has no singular value to divide by
+    assert gm._long_side_directions(low, 3) is None
+    assert gm._long_side_directions(low, 2) is not None

@@ -69,7 +69,9 @@ def test_gradmax_heads_keeps_the_function_and_maximises_the_new_values_gradient(
     before = _loss(model, x, y).detach()
     k, hd = 2, 4
     records = methods.gradmax_heads(model, lambda: _loss(model, x, y), k, optimizer=opt, example=x)
-    assert [r.details["max_abs_dout"] for r in records] == [0.0, 0.0]  # zero values: exact
+    # zero values: the new heads add exact zeros; only the wider output matmul's summation
+    # order can move the output, by float32 rounding (0 on some CPUs, 3e-8 on others)
+    assert all(r.details["max_abs_dout"] <= 1e-6 for r in records) and len(records) == 2
     assert float((_loss(model, x, y).detach() - before).abs()) <= 1e-6
     check_consistent(model, opt)
     attn = [ops.find_layout(model).blocks[i].attn for i in range(2)]

@@ -238,7 +238,7 @@ def _conv_pair(bn: bool = False) -> nn.Sequential:
         (small_mlp, (8,), True),  # ReLU1 between dense pairs: the closed form is the gradient
         (lambda: small_mlp(nn.GELU), (8,), False),  # GELU'(0) = 1/2: measured instead
         (_conv_pair, (2, 7, 7), True),
-        (lambda: _conv_pair(bn=True), (2, 7, 7), False),  # a BatchNorm between: measured
+        (lambda: _conv_pair(bn=True), (2, 7, 7), True),  # a BatchNorm between: closed form too
     ],
 )
 def test_gradmax_gradient_norms_are_exact_without_the_measuring_backward(build, shape, exact):

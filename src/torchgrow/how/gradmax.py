@@ -290,6 +290,9 @@ class GradMax(How):
         rows, cols = mat.shape if left else mat.shape[::-1]  # the used side has `rows` rows
         if rows <= cols:  # the used side is the short one: its Gram matrix is the small problem
             return self._gram_directions(mat if left else mat.T, k, unit_name)
+        found = self._long_side_directions(mat if left else mat.T, k)
+        if found is not None:
+            return found
         # past min(shape) the further directions need the complete factor of the used side
         u, s, vh = torch.linalg.svd(mat, full_matrices=k > min(mat.shape))
         basis = u.T if left else vh  # rows are directions in the fan-out space
@@ -304,6 +307,22 @@ class GradMax(How):
         w, q = torch.linalg.eigh(a @ a.T)  # ascending; all of the short side's directions
         w, basis = w.flip(0).clamp_min(0), q.flip(1).T
         return self._take(basis, w.sqrt(), k, unit_name, max(a.shape), gram=True)
+
+    def _long_side_directions(self, a: Tensor, k: int) -> tuple[Tensor, Tensor] | None:
+        """The top ``k`` left singular directions of a tall ``a`` from the short side: the
+        eigenvectors ``v`` of ``a^T a`` give ``u = a v / sigma``, orthonormalised again. Used
+        only where ``sigma_k >= 1e-4 sigma_1``, so that the division loses at most ~1e-8 of
+        accuracy; otherwise (and past the short side) None, and the SVD is taken."""
+        if k > a.shape[1]:
+            return None
+        w, q = torch.linalg.eigh(a.T @ a)
+        w, v = w.flip(0).clamp_min(0)[:k], q.flip(1)[:, :k]
+        top = float(w[0]) if w.numel() else 0.0
+        if top <= 0 or float(w[-1]) < 1e-8 * top:
+            return None
+        s = w.sqrt()
+        u = torch.linalg.qr((a @ v) / s)[0]  # columns in the order of the singular values
+        return fix_signs(u.T), s
 
     def _dense_directions(
         self, h_prev: Tensor, g_next: Tensor, k: int, unit_name: str
@@ -541,6 +560,11 @@ class GradMax(How):
                 norm = ((vec.double() @ g2.T) @ h.reshape(-1, h.shape[-1]).double()).norm()
             else:
                 norm = (mat.double() @ vec.double().T).norm()
+        elif kind in ("dense", "conv") and (bn := _batchnorm_between(unit, modules)) is not None:
+            block = out.fan_out[unit.consumers[0].name]
+            norm = _fan_in_norm_through_batchnorm(
+                h, g, block, bn, modules[unit.producers[0]], modules[unit.consumers[0].name]
+            )
         elif solver in ("iterative", "map") and len(unit.consumers) == 1 and k <= vec.shape[1]:
             if not set(unit.between) & NONZERO_AT_ZERO:
                 norm = r * sv.norm()  # Ritz vectors of the real gradient map: |A(v_j)| = s_j
@@ -558,6 +582,67 @@ def _exact_closed_form(unit: GrowableUnit) -> bool:
         and all(c.factor == 1 for c in unit.consumers)
         and set(unit.between) <= UNIT_SLOPE_AT_ZERO
     )
+
+
+def _batchnorm_between(unit: GrowableUnit, modules: dict[str, nn.Module]) -> nn.Module | None:
+    """The one BatchNorm between a single pair whose other ops pass 0 with slope 1, or None."""
+    if len(unit.per_channel) != 1 or not set(unit.between) <= UNIT_SLOPE_AT_ZERO:
+        return None
+    if any(c.factor != 1 for c in unit.consumers) or len(unit.consumers) != 1:
+        return None
+    bn = modules[unit.per_channel[0]]
+    kinds = (nn.BatchNorm1d, nn.BatchNorm2d)
+    return bn if type(bn) in kinds else None
+
+
+def _fan_in_norm_through_batchnorm(
+    h: Tensor, g: Tensor, block: Tensor, bn: nn.Module, producer: nn.Module, consumer: nn.Module
+) -> float | None:
+    """The gradient norm of zero-fan-in units' fan-in through a BatchNorm, in closed form.
+
+    A new unit's pre-normalisation value is 0 everywhere and its new BatchNorm entry has
+    weight 1, bias 0, running mean 0 and variance 1 (how ``widen`` grows a BatchNorm), so it
+    outputs 0 and the ops after it (value 0, slope 1 at 0) pass its gradient ``d`` (the
+    consumer's output gradient through the new fan-out) unchanged. With batch statistics the
+    variance of an all-zero channel is 0, so the BatchNorm's backward is ``(d - mean(d)) /
+    sqrt(eps)`` (the mean over the batch and positions); with running statistics it is ``d /
+    sqrt(1 + eps)``. The fan-in gradient is that pulled back to the producer's input. Returns
+    None for shapes this does not cover (the grower then measures).
+    """
+    batch_stats = bn.training or bn.running_mean is None
+    scale = (bn.eps if batch_stats else 1.0 + bn.eps) ** -0.5
+    h, g, v = h.double(), g.double(), block.detach().double()
+    if isinstance(producer, nn.Linear) and h.dim() == 2 and g.dim() == 2:
+        d = g @ v  # (batch, k)
+        if batch_stats:
+            d = d - d.mean(0, keepdim=True)
+        return float((scale * d.T @ h).norm())
+    if not (isinstance(producer, nn.Conv2d) and h.dim() == 4 and g.dim() == 4):
+        return None
+    pad_p, pad_c = _conv_padding(producer), _conv_padding(consumer)
+    if pad_p is None or pad_c is None or producer.groups != 1 or consumer.groups != 1:
+        return None
+    n, k = h.shape[0], v.shape[1]
+    size = [
+        (h.shape[2 + i] + 2 * pad_p[i] - producer.dilation[i] * (producer.kernel_size[i] - 1) - 1)
+        // producer.stride[i]
+        + 1
+        for i in range(2)
+    ]
+    d = torch.nn.grad.conv2d_input(
+        (n, k, *size), v, g, stride=consumer.stride, padding=pad_c, dilation=consumer.dilation
+    )
+    if batch_stats:
+        d = d - d.mean((0, 2, 3), keepdim=True)
+    w = torch.nn.grad.conv2d_weight(
+        h,
+        (k, h.shape[1], *producer.kernel_size),
+        scale * d,
+        stride=producer.stride,
+        padding=pad_p,
+        dilation=producer.dilation,
+    )
+    return float(w.norm())
 
 
 def _project(vectors: Tensor, norms: float) -> Tensor:
