@@ -62,16 +62,52 @@ def llama() -> nn.Module:
     return transformers.LlamaForCausalLM(config)
 
 
+def gpt2() -> nn.Module:
+    """A Hugging Face GPT-2 built from a config (Conv1D layers, fused q/k/v), dropout off."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        vocab_size=13, n_embd=12, n_layer=2, n_head=2, n_inner=15, n_positions=9,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False, bos_token_id=0,
+        eos_token_id=0,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(config)
+
+
+def bert() -> nn.Module:
+    """A Hugging Face BERT encoder built from a config, dropout off (no pooler)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=13, hidden_size=12, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=15, max_position_embeddings=9, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )  # fmt: skip
+    return transformers.BertModel(config, add_pooling_layer=False)
+
+
 def _blocks(model: nn.Module) -> list[nn.Module]:
     if hasattr(model, "blocks"):
         return list(model.blocks)
     if hasattr(model, "model"):
         return list(model.model.layers)
+    if hasattr(model, "transformer"):
+        return list(model.transformer.h)
+    if hasattr(model, "encoder"):
+        return list(model.encoder.layer)
     return [model.b0, model.b1]
 
 
+def _layer_idx(block: nn.Module) -> int:
+    return (block.self_attn if hasattr(block, "self_attn") else block.attn).layer_idx
+
+
 def _logits(out: Any) -> torch.Tensor:
-    return out.logits if hasattr(out, "logits") else out
+    if hasattr(out, "logits"):
+        return out.logits
+    return out.last_hidden_state if hasattr(out, "last_hidden_state") else out
 
 
 def _shard(model: nn.Module) -> nn.Module:
@@ -93,8 +129,8 @@ def _data(kind: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    out = _logits(out)
-    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+    out = _logits(out)  # a BERT encoder's hidden states read as logits: targets modulo their width
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1) % out.shape[-1])
 
 
 def _train(model, opt, kind: str, steps: range) -> None:
@@ -218,12 +254,13 @@ def _train_on(model: nn.Module, opt, ramp, sharded: bool, res: dict[str, Any]) -
     return res
 
 
-def grow_hf(out: Path, sharded: bool) -> dict[str, Any]:
-    """A Hugging Face Llama under FSDP: a KV group of heads, three residual-stream coordinates
-    (MSG's masks), FFN units, an identity layer, then stacking 3 -> 5 layers; training goes on."""
+def grow_hf(out: Path, sharded: bool, build: Any = None) -> dict[str, Any]:
+    """A Hugging Face Llama (or GPT-2) under FSDP: a KV group of heads (GPT-2: two heads), three
+    residual-stream coordinates (MSG's masks), FFN units, an identity layer, then stacking 3 -> 5
+    layers; training goes on."""
     from torchgrow.ops import Ramp
 
-    model = llama()
+    model = (build or llama)()
     if sharded:
         _shard(model)
     # SGD: Adam divides each gradient by its own running size, so entries whose exact gradient is
@@ -248,8 +285,36 @@ def grow_hf(out: Path, sharded: bool) -> dict[str, Any]:
     with torch.no_grad():
         after = _logits(model(x[:3])).float()
     res: dict[str, Any] = {"delta": float((after - before).abs().max())}
-    res["depth"] = len(model.model.layers)
-    res["layer_idx"] = [b.self_attn.layer_idx for b in model.model.layers]
+    res["depth"] = len(_blocks(model))
+    res["layer_idx"] = [_layer_idx(b) for b in _blocks(model)]
+    return _train_on(model, opt, ramp, sharded, res)
+
+
+def grow_bert(out: Path, sharded: bool) -> dict[str, Any]:
+    """A Hugging Face BERT (post-LN) under FSDP: two heads in layer 0, FFN units in layer 1, then
+    MSG's ramped stacking 2 -> 4 layers (an identity insert would not keep a post-LN function)."""
+    from torchgrow.ops import Ramp
+
+    model = bert()
+    if sharded:
+        _shard(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _train(model, opt, "gpt", range(STEPS_BEFORE))
+    x, _ = _data("gpt", 50)
+    set_example(model, x[:3])
+    with torch.no_grad():
+        before = _logits(model(x[:3])).float()
+    lib = fsdp if sharded else ops
+    g = torch.Generator().manual_seed(7)
+    kw = {} if sharded else {"example": x[:3]}
+    ramp = Ramp(2)
+    lib.add_heads(model, 2, block=0, generator=g, optimizer=opt, **kw)
+    lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
+    lib.stack_blocks(model, [0, 1, 0, 1], ramp=ramp, optimizer=opt, **kw)
+    with torch.no_grad():
+        after = _logits(model(x[:3])).float()
+    res: dict[str, Any] = {"delta": float((after - before).abs().max())}
+    res["depth"] = len(_blocks(model))
     return _train_on(model, opt, ramp, sharded, res)
 
 
@@ -477,6 +542,8 @@ SCENARIOS = {
     "ckpt": checkpoint,
     "gpt_depth": grow_depth,
     "hf_llama": grow_hf,
+    "hf_gpt2": lambda out, sharded: grow_hf(out, sharded, gpt2),
+    "hf_bert": grow_bert,
     "depth_failure": depth_failure,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
     "grower": grower,

@@ -39,7 +39,7 @@ def _run(args: list[str], out: Path) -> None:
 
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
-HF = ",hf_llama" if HAS_TRANSFORMERS else ""
+HF = ",hf_llama,hf_gpt2,hf_bert" if HAS_TRANSFORMERS else ""
 
 
 @pytest.fixture(scope="module")
@@ -154,11 +154,46 @@ def test_a_hugging_face_llama_grows_in_width_and_depth_under_fsdp_as_in_one_proc
 
 
 @needs_gloo
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+def test_a_hugging_face_gpt2_grows_under_fsdp_as_in_one_process(saved):
+    """GPT-2 (Conv1D layers, q/k/v fused in c_attn), each block and the root under fully_shard:
+    two heads, MSG's masked residual-stream growth, FFN units, an identity block, stacking."""
+    r0, r1, single = saved("hf_gpt2-rank0"), saved("hf_gpt2-rank1"), saved("hf_gpt2-single")
+    grown = r0["grown"]["params"]
+    assert grown["transformer.wte.weight"].shape == (13, 15)  # hidden 12 -> 15
+    assert grown["transformer.h.0.attn.c_attn.weight"].shape == (15, 72)  # 2 -> 4 heads of 6
+    assert grown["transformer.h.2.mlp.c_fc.weight"].shape == (15, 17)  # old block 1: FFN 15 -> 17
+    assert r0["layer_idx"] == r1["layer_idx"] == single["layer_idx"] == [0, 1, 2, 3, 4]
+    assert r0["delta"] == r1["delta"] and abs(r0["delta"] - single["delta"]) <= 1e-5
+    assert _max_diff(r0["grown"], single["grown"]) <= 1e-6
+    assert _max_diff(r0["final"], r1["final"]) == 0.0
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+
+
+@needs_gloo
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed")
+def test_a_hugging_face_bert_encoder_grows_under_fsdp_as_in_one_process(saved):
+    """BERT (post-LN; its output is the hidden states, no logits), each layer and the root under
+    fully_shard: two heads, FFN units and MSG's ramped stacking 2 -> 4 layers keep the function."""
+    r0, r1, single = saved("hf_bert-rank0"), saved("hf_bert-rank1"), saved("hf_bert-single")
+    grown = r0["grown"]["params"]
+    assert grown["encoder.layer.0.attention.self.query.weight"].shape == (24, 12)  # 4 heads of 6
+    assert grown["encoder.layer.1.intermediate.dense.weight"].shape == (17, 12)  # FFN 15 -> 17
+    assert r0["depth"] == single["depth"] == 4
+    assert r0["delta"] <= 1e-5 and r1["delta"] == r0["delta"] and single["delta"] <= 1e-5
+    assert _max_diff(r0["grown"], single["grown"]) <= 1e-6
+    assert _max_diff(r0["final"], r1["final"]) == 0.0
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+
+
+@needs_gloo
 @pytest.mark.parametrize(
-    "model", ["mlp", "gpt", "gpt_tx", "gpt_depth"] + (["hf_llama"] if HAS_TRANSFORMERS else [])
+    "model",
+    ["mlp", "gpt", "gpt_tx", "gpt_depth"]
+    + (["hf_llama", "hf_gpt2", "hf_bert"] if HAS_TRANSFORMERS else []),
 )
 def test_fsdp_structure_survives_growth(saved, model):
-    blocks = 5 if model in ("gpt_depth", "hf_llama") else 2
+    blocks = {"gpt_depth": 5, "hf_llama": 5, "hf_gpt2": 5, "hf_bert": 4}.get(model, 2)
     for r in (0, 1):
         s = saved(f"{model}-rank{r}")["structure"]
         # one FSDP state per block, new blocks included, and still a single root

@@ -14,15 +14,25 @@ from .state import FSDPGrowthError, reshard_idle
 
 
 def output_of(model: nn.Module, example: Any) -> Tensor:
+    """The model's output on ``example`` that edits are checked on: its ``logits`` when it has
+    them (Hugging Face outputs), else its first floating-point tensor (an encoder's hidden
+    states)."""
+    from ..graph.record import tensors_in
     from ..modes import eval_mode
 
     args, kwargs = example
     with torch.no_grad(), eval_mode(model):
         out = model(*args, **kwargs)
     reshard_idle(model)
-    if isinstance(out, dict) or hasattr(out, "logits"):
-        out = out["logits"] if isinstance(out, dict) else out.logits
-    return out.detach().float()
+    logits = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
+    if logits is None:
+        logits = next((t for t in tensors_in(out) if t.is_floating_point()), None)
+    if logits is None:
+        raise FSDPGrowthError(
+            f"the model's output on the example ({type(out).__name__}) holds no floating-point "
+            "tensor to check the edit on"
+        )
+    return logits.detach().float()
 
 
 def edit(
