@@ -8,6 +8,10 @@ keeps working.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 
 class TorchgrowError(Exception):
     """Base class of every error torchgrow raises on purpose."""
@@ -54,3 +58,23 @@ def require_int(value: object, what: str, minimum: int = 0) -> int:
             f"{what} must be an int >= {minimum}, got {value!r} ({type(value).__name__})"
         )
     return value
+
+
+_HERE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _library_frame(filename: str) -> bool:
+    """Whether a frame's file belongs to torchgrow (or to torch, which calls torchgrow's hooks)."""
+    path = os.path.abspath(filename)
+    torch = sys.modules.get("torch")
+    torch_dir = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep if torch else None
+    return path.startswith(_HERE) or (torch_dir is not None and path.startswith(torch_dir))
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the user's line: the first caller outside torchgrow
+    (and outside torch, whose hooks call into torchgrow), not a line of the library."""
+    frame, level = sys._getframe(1), 2
+    while frame.f_back is not None and _library_frame(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,12 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
-from .errors import GrowthInputError, require_int
+from .errors import GrowthInputError, require_int, warn
 from .graph import GrowableUnit, Wiring, analyse, example_of, growable_units, set_example
 from .how import How, Init, Zero
 from .modes import eval_mode
 from .ops.batch import edit_batch
 from .ops.masks import weight_parameter
+from .ops.optim_policy import OptimizerPolicy
 from .ops.optim_state import flush_subnormal_state
 from .ops.placement import new_columns
 from .ops.registry import lookup
@@ -195,6 +195,12 @@ class Grower:
         momentum of grown units that died decays into subnormal floats, which
         make every later optimizer step several times slower on CPUs. ``None``
         turns it off.
+    policy : OptimizerPolicy, optional
+        What each growth step does to the optimizer beyond carrying it
+        (:class:`torchgrow.ops.OptimizerPolicy`): ``state="reset"`` drops the
+        grown parameters' state, ``rewarm_steps=N`` re-warms the new entries'
+        updates over ``N`` steps; applied once per step to every parameter it
+        replaced. Default: the carry alone (new entries' state zero).
     """
 
     def __init__(
@@ -210,6 +216,7 @@ class Grower:
         measure: bool | str = True,
         unknown_optimizer: str = "raise",
         flush_subnormals_every: int | None = 100,
+        policy: OptimizerPolicy | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GrowthInputError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -233,6 +240,11 @@ class Grower:
             raise GrowthInputError(f"measure must be True, False or 'full', got {measure!r}")
         self.measure = measure
         self.unknown_optimizer = unknown_optimizer
+        if policy is not None and not isinstance(policy, OptimizerPolicy):
+            raise GrowthInputError(
+                f"policy must be a torchgrow.ops.OptimizerPolicy, got {type(policy).__name__}"
+            )
+        self.policy = policy
         self.flush_subnormals_every = (
             None
             if flush_subnormals_every is None
@@ -325,7 +337,7 @@ class Grower:
         wiring = analyse(self.model)  # the one analysis of this step
         units = self.where.select(list(wiring.units), self.state)
         if not units:
-            warnings.warn("growth step selected no unit: nothing grows", stacklevel=2)
+            warn("growth step selected no unit: nothing grows")
             return []
         events: list[GrowthEvent] = []
         committed: list[tuple[str, int]] = []
@@ -382,7 +394,11 @@ class Grower:
         y_prev = _forward_eval(self.model, x) if self.measure and sample is None else None
         before: dict[str, GrowableUnit] = {}
         with edit_batch(
-            self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer, example=sample
+            self.model,
+            self.optimizer,
+            unknown_optimizer=self.unknown_optimizer,
+            example=sample,
+            policy=self.policy,
         ) as eb:
             for u in units:
                 t0 = time.perf_counter()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
-from .errors import GrowthInputError, require_int
+from .errors import GrowthInputError, require_int, warn
 from .graph import GrowableUnit
 from .policy import Policy
 
@@ -66,10 +65,9 @@ class Fraction(Size):
         )
         k = int(width * self.f)
         if k < 1:
-            warnings.warn(
+            warn(
                 f"Fraction({self.f}) of {unit.name!r}'s width {width} is {width * self.f:.3g}; "
-                "growing 1 unit instead",
-                stacklevel=2,
+                "growing 1 unit instead"
             )
             k = 1
         return k

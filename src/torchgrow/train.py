@@ -26,7 +26,6 @@ import math
 import random
 import sys
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from torch.utils.data import DataLoader
 from . import distributed
 from . import io as tg_io
 from .data import Dataset
+from .errors import warn
 from .grower import Grower, GrowthEvent, default_loss
 from .why import TrainingCompute, count_parameters, evaluate
 
@@ -753,7 +753,7 @@ def fit(
                     growth,
                 )
                 if not math.isfinite(train_loss):
-                    warnings.warn(f"epoch {epoch}: the training loss is {train_loss}", stacklevel=2)
+                    warn(f"epoch {epoch}: the training loss is {train_loss}")
                 val_loss = val_acc = None
                 if evaluable and (
                     eval_every == "epoch" or (eval_every == "last" and epoch == epochs)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import time
 import types
-import warnings
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .. import distributed
-from ..errors import GrowthInputError
+from ..errors import GrowthInputError, warn
 from ..graph import GrowableUnit, analyse, example_of, set_example
 from ..grower import EXAMPLE_ROWS, GrowthEvent, _block_shapes, _fit_init
 from ..grower import Grower as _PlainGrower
@@ -102,6 +101,12 @@ class Grower(_PlainGrower):
                 "torchgrow.fsdp.Grower grows a model sharded with fully_shard; this model has no "
                 "FSDP state: use torchgrow.Grower"
             )
+        if kwargs.get("policy") is not None:
+            raise GrowthInputError(
+                "torchgrow.fsdp.Grower does not apply an OptimizerPolicy yet (its masks would "
+                "name the gathered parameters, which sharding replaces); grow with the carry "
+                "alone (new entries' state zero)"
+            )
         every = kwargs.pop("flush_subnormals_every", 100)
         super().__init__(model, optimizer, flush_subnormals_every=None, **kwargs)
         self.flush_subnormals_every = every
@@ -127,6 +132,7 @@ class Grower(_PlainGrower):
             measure=grower.measure,
             unknown_optimizer=grower.unknown_optimizer,
             flush_subnormals_every=grower.flush_subnormals_every,
+            policy=grower.policy,
         )
         new.state, new.events = grower.state, list(grower.events)
         if hasattr(grower, "description"):
@@ -156,7 +162,7 @@ class Grower(_PlainGrower):
         wiring = analyse(self.model)
         units = self.where.select(list(wiring.units), self.state)
         if not units:
-            warnings.warn("growth step selected no unit: nothing grows", stacklevel=2)
+            warn("growth step selected no unit: nothing grows")
             return []
         _require_local_init(self.how, self.model, units)
         start = time.perf_counter()

@@ -41,9 +41,21 @@ class Init:
 
 
 # ---------------------------------------------------------------- layout helpers
+def logical_weight(module: nn.Module, *, effective: bool = False) -> Tensor:
+    """The layer's weight as ``(out, in, ...)``, whatever its storage: a kind registered with
+    ``out_dim=1`` (transformers' ``Conv1D``, stored ``(in, out)``) is read transposed, so the
+    initialisers treat it as the ``Linear`` it is. ``effective``: the weight the layer applies
+    (masked entries zero) rather than its trainable tensor."""
+    from ..ops.registry import lookup
+
+    w = (module.weight if effective else weight_parameter(module)).detach()
+    ops = lookup(module)  # None: a kind the registry does not know reads as stored
+    return w.transpose(0, 1) if ops is not None and ops.out_dim == 1 and w.dim() == 2 else w
+
+
 def fan_in_vectors(producer: nn.Module) -> Tensor:
     """Incoming weights of each existing unit, one row per unit: shape ``(units, -1)``."""
-    w = weight_parameter(producer).detach()
+    w = logical_weight(producer)
     return w.reshape(w.shape[0], -1)
 
 
@@ -53,7 +65,7 @@ def fan_out_vectors(consumer: nn.Module, factor: int = 1, *, effective: bool = F
     ``effective=True`` reads the weight the layer applies (masked entries zero)
     rather than its trainable tensor.
     """
-    w = (consumer.weight if effective else weight_parameter(consumer)).detach()
+    w = logical_weight(consumer, effective=effective)
     if w.dim() == 2:  # Linear: (out, units * factor)
         out = w.shape[0]
         return w.view(out, -1, factor).permute(1, 0, 2).reshape(-1, out * factor)
@@ -62,7 +74,7 @@ def fan_out_vectors(consumer: nn.Module, factor: int = 1, *, effective: bool = F
 
 def fan_out_block(consumer: nn.Module, vectors: Tensor, factor: int = 1) -> Tensor:
     """Inverse of :func:`fan_out_vectors` for ``k`` new units: the block ``widen`` expects."""
-    w = weight_parameter(consumer)
+    w = logical_weight(consumer)
     k = vectors.shape[0]
     if w.dim() == 2:
         out = w.shape[0]
@@ -205,7 +217,7 @@ class Random(How):
                 existing = fan_in_vectors(modules[p])
                 r = target_norm(existing, self.scale, self.scale_method)
                 v = self._draw(k, existing.shape[1], existing) * r
-                out.fan_in[p] = v.view(k, *weight_parameter(modules[p]).shape[1:])
+                out.fan_in[p] = v.view(k, *logical_weight(modules[p]).shape[1:])
         if self.zero_side != "out":
             for c in unit.consumers:
                 existing = fan_out_vectors(modules[c.name], c.factor)

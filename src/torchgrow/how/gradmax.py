@@ -5,14 +5,13 @@ See ``docs/gradmax.md``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import GrowthInputError, require_int
+from ..errors import GrowthInputError, require_int, warn
 from ..graph import NONZERO_AT_ZERO, UNIT_SLOPE_AT_ZERO, GrowableUnit
 from ..stats import Statistics
 from .base import (
@@ -23,6 +22,7 @@ from .base import (
     fan_out_block,
     fan_out_vectors,
     fan_out_vectors_of_block,
+    logical_weight,
     target_norm,
 )
 
@@ -68,7 +68,7 @@ def _warn_train_mode_batchnorm(unit: GrowableUnit, modules: dict[str, nn.Module]
     if not norms:
         return
     eps = min(float(modules[n].eps) for n in norms)
-    warnings.warn(
+    warn(
         f"GradMax on {unit.name!r}: {norms} between the producer and its consumer normalise with "
         "batch statistics (training mode), which the closed form ignores, as the official code "
         "does. A new zero channel has zero batch variance there, so its real fan-in gradient is "
@@ -77,7 +77,6 @@ def _warn_train_mode_batchnorm(unit: GrowableUnit, modules: dict[str, nn.Module]
         "BatchNorms in eval mode, grow pairs without one, or use how.GradMaxOpt (which "
         "differentiates through the real network)",
         GradMaxBatchNormWarning,
-        stacklevel=4,
     )
 
 
@@ -374,7 +373,7 @@ class GradMax(How):
         eps = big * torch.finfo(s.dtype).eps
         rank = int((s * s > top * top * eps).sum()) if gram else int((s > top * eps).sum())
         if k > rank:
-            warnings.warn(
+            warn(
                 f"GradMax on {unit_name!r}: {k} units asked for but the gradient matrix has rank "
                 f"{rank}; the extra directions are "
                 + (
@@ -383,7 +382,6 @@ class GradMax(How):
                     else f"orthonormal up to {d}, then random unit vectors"
                 ),
                 GradMaxRankWarning,
-                stacklevel=5,
             )
         take = basis[: min(k, basis.shape[0])]
         if k > take.shape[0]:
@@ -404,7 +402,7 @@ class GradMax(How):
         names = [c.name for c in unit.consumers]
         dims = [fan_out_vectors(modules[c.name], c.factor).shape[1] for c in unit.consumers]
         d = sum(dims)
-        d_in = sum(modules[p].weight[0].numel() for p in unit.producers)
+        d_in = sum(logical_weight(modules[p])[0].numel() for p in unit.producers)
         kk = min(k, d)
         block = min(d, k + self.oversample)  # extra columns speed up convergence of the top k
         if min(d, d_in) <= self.map_blocks * block:
@@ -517,13 +515,12 @@ class GradMax(How):
         modules = dict(model.named_modules())
         kind = self._kind(unit, modules)
         if kind == "mixed" and self.mixed == "random":
-            warnings.warn(
+            warn(
                 f"GradMax: unit {unit.name!r} mixes layer kinds "
                 f"({', '.join(sorted({type(modules[n]).__name__ for n in (*unit.producers, *(c.name for c in unit.consumers))}))}); "
                 "falling back to random growth as the official code does "
                 "(GradMax(mixed='iterative') solves it instead)",
                 GradMaxFallbackWarning,
-                stacklevel=3,
             )
             out = self._fallback.init(unit, k, stats, model)
             out.info.update(solver="random-fallback")

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import importlib
 import io
-import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -56,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "torchgrow.integrations.hf needs transformers: pip install torchgrow[hf]"
     ) from exc
 
-from ..errors import CheckpointError, GrowthInputError
+from ..errors import CheckpointError, GrowthInputError, warn
 from ..grower import Grower, GrowthEvent
 from ..io.architecture import architecture_record, restore_architecture
 
@@ -293,11 +292,10 @@ class GrowthCallback(transformers.TrainerCallback):
         if resumed is not None:
             self.grower.load_state_dict(resumed)
         elif state.global_step:
-            warnings.warn(
+            warn(
                 f"training resumes at step {state.global_step} but restore_checkpoint(model, "
                 "folder) was not called: the grower starts with no events and fresh policy "
-                "state",
-                stacklevel=2,
+                "state"
             )
         self.grower.state.step = max(self.grower.state.step, int(state.global_step))
 

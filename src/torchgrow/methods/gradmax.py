@@ -18,13 +18,12 @@ Growth happens after the optimizer step of iteration ``t`` here
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import GrowthInputError, require_int
+from ..errors import GrowthInputError, require_int, warn
 from ..graph import DEAD_AT_ZERO, NONZERO_AT_ZERO, growable_units
 from ..grower import Grower
 from ..how import GradMax as GradMaxHow
@@ -141,12 +140,11 @@ def GradMax(
         if u.name in names and set(u.between) & DEAD_AT_ZERO
     }
     if dead:
-        warnings.warn(
+        warn(
             f"GradMax grows units with zero fan-in, but {dead} pass through activations whose "
             "derivative at 0 is 0: those new units will never train. Build the model with "
             "torchgrow.nn.ReLU1 (models.*(activation='relu1')), as the official code does.",
             DeadUnitWarning,
-            stacklevel=2,
         )
     shifted = {
         u.name: sorted(set(u.between) & NONZERO_AT_ZERO)
@@ -154,13 +152,12 @@ def GradMax(
         if u.name in names and set(u.between) & NONZERO_AT_ZERO
     }
     if shifted:
-        warnings.warn(
+        warn(
             f"GradMax grows units with zero fan-in and a non-zero fan-out, but {shifted} pass "
             "through activations whose value at 0 is not 0: the new units output f(0) != 0 and "
             "growth changes the function. GradMax preserves the function only through "
             "activations with f(0) = 0 (ReLU1, tanh, GELU...).",
             FunctionChangeWarning,
-            stacklevel=2,
         )
     grower = Grower(
         model,

@@ -20,7 +20,16 @@ import torch
 from torch import nn
 
 from ..errors import GrowthInputError
-from .edit import Change, EditRecord, Remap, _merge_same_tensor, _Transaction, count_params
+from .edit import (
+    Change,
+    EditRecord,
+    Remap,
+    _merge_same_tensor,
+    _Transaction,
+    carry_grad,
+    count_params,
+)
+from .optim_policy import OptimizerPolicy
 
 __all__ = ["edit_batch", "EditBatch"]
 
@@ -37,6 +46,7 @@ class EditBatch:
         unknown_optimizer: str,
         verify: bool,
         example: torch.Tensor | None = None,
+        policy: OptimizerPolicy | None = None,
     ) -> None:
         from .optim_state import check_carry
         from .verify import Verifier
@@ -49,6 +59,7 @@ class EditBatch:
         self.origin: dict[nn.Parameter, tuple[nn.Parameter, Remap]] = {}
         self.total = count_params(model)
         self.records: list[EditRecord] = []
+        self.policy = policy
         self.verifier = (
             Verifier(model, "the batch of edits", preserve=True, example=example)
             if verify
@@ -71,6 +82,7 @@ class EditBatch:
                         self.tx.swap(owner, name, new_buffer)
                     continue
                 new = nn.Parameter(ch.tensor.detach().clone(), requires_grad=old.requires_grad)
+                carry_grad(old, new, ch.remap)
                 if old in self.origin:
                     first, r0 = self.origin.pop(old)
                     r1 = ch.remap
@@ -99,6 +111,21 @@ class EditBatch:
         if self.optimizer is not None and self.origin:
             remaps = {first: (new, r) for new, (first, r) in self.origin.items()}
             carry(self.optimizer, remaps, unknown=self.unknown)
+            if self.policy is not None:
+                self._apply_policy(remaps)
+
+    def _apply_policy(self, remaps: dict[nn.Parameter, tuple[nn.Parameter, Remap]]) -> None:
+        """The batch's optimizer policy, once, over every parameter the batch replaced (its new
+        entries: where the composed remap puts the fill)."""
+        masks = {}
+        for first, (new, remap) in remaps.items():
+            ones = torch.ones(first.shape, dtype=torch.float32, device=first.device)
+            mask = remap(ones, 0.0) == 0
+            if bool(mask.any()):
+                masks[new] = mask
+        record = EditRecord(op="edit_batch", target="", modules=[r.target for r in self.records])
+        record.replaced = {first: new for first, (new, _) in remaps.items()}
+        self.policy.apply(self.optimizer, record, masks)
 
 
 def active_batch(model: nn.Module) -> EditBatch | None:
@@ -114,6 +141,7 @@ def edit_batch(
     unknown_optimizer: str = "raise",
     verify: bool = True,
     example: torch.Tensor | None = None,
+    policy: OptimizerPolicy | None = None,
 ) -> Iterator[EditBatch]:
     """Make the width edits of ``model`` inside the block one atomic edit.
 
@@ -131,6 +159,10 @@ def edit_batch(
     example : Tensor, optional
         Check on this input instead of the model's example input; afterwards
         ``batch.verifier.max_delta`` is how far the output moved on it.
+    policy : OptimizerPolicy, optional
+        Applied once when the block ends, to every parameter the block replaced
+        (``state="reset"`` drops their state; ``rewarm_steps`` re-warms their new
+        entries); default: the carry alone (new entries' state zero).
 
     Yields
     ------
@@ -139,7 +171,7 @@ def edit_batch(
     """
     if model in _ACTIVE:
         raise GrowthInputError("edit_batch: this model is already being edited in a batch")
-    batch = EditBatch(model, optimizer, unknown_optimizer, verify, example)
+    batch = EditBatch(model, optimizer, unknown_optimizer, verify, example, policy)
     _ACTIVE[model] = batch
     try:
         yield batch

@@ -229,6 +229,22 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def carry_grad(old: nn.Parameter, new: nn.Parameter, remap: Remap) -> None:
+    """Give ``new`` the accumulated gradient of ``old``, remapped (new entries 0).
+
+    Growing between the micro-batches of an accumulated step then equals growing
+    before them: the gradient already summed stays, and the new entries start
+    from 0, as if they had been there with no gradient. ``old`` keeps its own
+    ``.grad``, so a rollback restores it as it was.
+    """
+    if old.grad is None:
+        return
+    g = remap(old.grad.detach(), 0.0)
+    if tuple(g.shape) != tuple(new.shape):
+        raise AssertionError(f"gradient remap gave {tuple(g.shape)} for {tuple(new.shape)}")
+    new.grad = g.to(dtype=new.dtype).clone()
+
+
 def commit(
     model: nn.Module,
     changes: Sequence[Change],
@@ -295,6 +311,7 @@ def commit(
                     new = nn.Parameter(ch.tensor.detach().clone(), requires_grad=old.requires_grad)
                     if ch.remap is None:
                         raise AssertionError(f"parameter change of {ch.name!r} without remap")
+                    carry_grad(old, new, ch.remap)
                     remaps[old] = (new, ch.remap)
                 else:
                     new = ch.tensor.detach().clone()

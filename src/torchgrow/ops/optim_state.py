@@ -17,7 +17,6 @@ the caller opts in to resetting the state of the edited parameters.
 
 from __future__ import annotations
 
-import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import GrowthInputError, OptimizerCarryError
+from ..errors import GrowthInputError, OptimizerCarryError, warn
 from .edit import Remap
 
 __all__ = [
@@ -177,10 +176,9 @@ def carry(
     if fresh:
         new_groups[_group_of(optimizer, anchor)].extend(fresh)
     if reset and remaps:
-        warnings.warn(
+        warn(
             f"optimizer state of {len(remaps)} edited parameter(s) was reset: torchgrow does not "
-            f"know {type(optimizer).__name__}'s state layout.",
-            stacklevel=3,
+            f"know {type(optimizer).__name__}'s state layout."
         )
     # commit: nothing above touched the optimizer; lists are updated in place so that any
     # alias of them the optimizer keeps stays valid

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import GrowthInputError, require_int
+from ..errors import GrowthInputError, require_int, warn
 from ..graph.units import GrowableUnit
 from .batch import active_batch
 from .edit import Change, EditRecord, commit
@@ -205,29 +204,26 @@ def widen(
     )
 
     if has_ln:
-        warnings.warn(
+        warn(
             f"widening {name!r} through a LayerNorm/RMSNorm: it normalises over the units, so "
-            "new units shift the statistics and the function is not exactly preserved",
-            stacklevel=2,
+            "new units shift the statistics and the function is not exactly preserved"
         )
     if zero_in and not zero_out and nonzero_at_zero:
-        warnings.warn(
+        warn(
             f"the {k} new units of {name!r} have zero fan-in but pass through "
             f"{nonzero_at_zero}, whose value at 0 is not 0: they output f(0) != 0, so their "
             "non-zero fan-out changes the function. Zero fan-in preserves the function only "
             "through activations with f(0) = 0 (ReLU1, tanh, GELU...); grow with a zero "
             "fan-out here to keep it.",
             FunctionChangeWarning,
-            stacklevel=2,
         )
     dead = sorted(set(unit.between) & DEAD_AT_ZERO)
     if zero_in and dead:
-        warnings.warn(
+        warn(
             f"the {k} new units of {name!r} have zero fan-in and pass through {dead}, whose "
             "derivative at 0 is 0: they will never train. Use torchgrow.nn.ReLU1 (derivative 1 "
             "at 0), as GradMax does, or grow with a non-zero fan-in.",
             DeadUnitWarning,
-            stacklevel=2,
         )
     return record
 

@@ -11,6 +11,7 @@ says what happened.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -33,9 +34,23 @@ def _outputs(model: nn.Module, example: tuple[tuple, dict]) -> list[Tensor]:
     if device is not None:
         args = tuple(a.to(device) if isinstance(a, Tensor) else a for a in args)
         kwargs = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in kwargs.items()}
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), _no_autocast():
         out = model(*args, **kwargs)
     return [t.detach().clone() for t in tensors_in(out) if t.is_floating_point()]
+
+
+def _no_autocast() -> contextlib.ExitStack:
+    """Autocast off on every device type it is on: an edit is checked in the model's own
+    precision, so that bfloat16's rounding (~1e-3) is not reported as the edit's change."""
+    stack = contextlib.ExitStack()
+    for device in ("cpu", "cuda", "xpu", "mps"):
+        try:
+            on = torch.is_autocast_enabled(device)
+        except (RuntimeError, TypeError):  # a device type this torch does not know
+            continue
+        if on:
+            stack.enter_context(torch.autocast(device, enabled=False))
+    return stack
 
 
 class Verifier:
