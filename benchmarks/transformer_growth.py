@@ -20,7 +20,8 @@ deviations are named in ``docs/transformers.md``):
 * ``MSG``: 1 layer, d_model 64, 2 heads, FFN 128: FFN -> 512 at 10 %, layers
   1 -> 2 at 20 %, hidden size 64 -> 128 at 30 % (masked norms), heads 2 -> 4 at 40 %,
   layers 2 -> 4 at 50 %, each through a mask ramped over 5 % of the steps; new weights N(0, 0.02); linear schedule rewound to
-  the peak at the first two events; optimizer carried.
+  the peak at the first two events; optimizer carried. ``MSG, d_model held`` is the
+  same schedule without the hidden-size event (d_model 128 from the start).
 * ``HyperCloning``: 4 layers at d_model 64 (2 heads, FFN 256) for 40 %, cloned x2
   (residual stream, heads, FFN); fresh AdamW, warm-up + cosine over the rest.
   ``HyperCloning 10 dB`` adds the paper's symmetry-breaking noise at 10 dB.
@@ -103,6 +104,11 @@ def contenders() -> list[Contender]:
         Contender("G_stack", {**TARGET, "n_layer": 1}, methods.GStack),
         Contender("MIDAS", {**TARGET, "n_layer": 1}, methods.MIDAS),
         Contender("MSG", msg_start, lambda *a: methods.MSG(*a, **msg_target)),
+        Contender(
+            "MSG, d_model held",
+            {**msg_start, "d_model": TARGET["d_model"]},
+            lambda *a: methods.MSG(*a, **{**msg_target, "d_model": None}),
+        ),
         Contender("HyperCloning", small_w, methods.HyperCloning),
         Contender("HyperCloning 10 dB", small_w, lambda *a: methods.HyperCloning(*a, snr_db=10.0)),
         Contender("LEMON", {**small_w, "n_layer": 2}, methods.LEMON),
