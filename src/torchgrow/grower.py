@@ -401,37 +401,10 @@ class Grower:
             policy=self.policy,
         ) as eb:
             for u in units:
-                t0 = time.perf_counter()
-                current = wiring.unit_of(u.name)
-                assert current is not None
-                init = _fit_init(self.model, current, ks[u.name], inits[u.name], shapes[u.name])
-                rec = widen(
-                    self.model,
-                    u.name,
-                    ks[u.name],
-                    fan_in=init.fan_in or None,
-                    fan_out=init.fan_out or None,
-                    optimizer=self.optimizer,
-                    unknown_optimizer=self.unknown_optimizer,
-                    new_connections=self.how.new_connections,
-                    unit=current,
+                event, before[u.name], _ = self._widen_unit(
+                    wiring, u, ks[u.name], inits[u.name], shapes[u.name], prep
                 )
-                wiring.after_widen(u.name, ks[u.name])
-                before[u.name] = current
-                events.append(
-                    GrowthEvent(
-                        step=self.state.step,
-                        unit=u.name,
-                        units_added=ks[u.name],
-                        width_before=u.width,
-                        width_after=u.width + ks[u.name],
-                        params_before=rec.params_before,
-                        params_after=rec.params_after,
-                        how=self.how.describe(),
-                        info=dict(init.info),
-                        seconds=prep + time.perf_counter() - t0,
-                    )
-                )
+                events.append(event)
             if y_prev is not None:  # one forward for the whole step
                 delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
                 for ev in events:
@@ -446,6 +419,49 @@ class Grower:
             for ev in events:
                 ev.max_abs_delta = eb.verifier.max_delta
         return events
+
+    def _widen_unit(
+        self,
+        wiring: Wiring,
+        unit: GrowableUnit,
+        k: int,
+        init: Init,
+        shapes: dict[str, tuple[int, ...]],
+        prep: float,
+        verify: bool = True,
+    ) -> tuple[GrowthEvent, GrowableUnit, Init]:
+        """Widen one selected unit by ``k`` with ``init`` (fitted to the unit as it is now, after
+        the step's earlier units); its event, the unit as it was, and the init applied."""
+        t0 = time.perf_counter()
+        current = wiring.unit_of(unit.name)
+        assert current is not None
+        init = _fit_init(self.model, current, k, init, shapes)
+        rec = widen(
+            self.model,
+            unit.name,
+            k,
+            fan_in=init.fan_in or None,
+            fan_out=init.fan_out or None,
+            optimizer=self.optimizer,
+            unknown_optimizer=self.unknown_optimizer,
+            new_connections=self.how.new_connections,
+            unit=current,
+            verify=verify,
+        )
+        wiring.after_widen(unit.name, k)
+        event = GrowthEvent(
+            step=self.state.step,
+            unit=unit.name,
+            units_added=k,
+            width_before=unit.width,
+            width_after=unit.width + k,
+            params_before=rec.params_before,
+            params_after=rec.params_after,
+            how=self.how.describe(),
+            info=dict(init.info),
+            seconds=prep + time.perf_counter() - t0,
+        )
+        return event, current, init
 
     def _measure_gradients(
         self,

@@ -13,12 +13,11 @@ from torch import Tensor, nn
 from .. import distributed
 from ..errors import GrowthInputError, warn
 from ..graph import GrowableUnit, analyse, example_of, set_example
-from ..grower import EXAMPLE_ROWS, GrowthEvent, _block_shapes, _fit_init
+from ..grower import EXAMPLE_ROWS, GrowthEvent, _block_shapes
 from ..grower import Grower as _PlainGrower
 from ..how import How, Init
 from ..how.gradmax import GradMax
 from ..ops.optim_state import flush_subnormal_state
-from ..ops.units import widen
 from ..stats import gather, split_batch
 from .gather import Gather
 from .state import FSDPGrowthError, check_supported, is_dtensor, is_sharded
@@ -208,37 +207,12 @@ class Grower(_PlainGrower):
         }
         prep = (time.perf_counter() - start) / len(units)
         events = []
-        for u in units:
-            t0 = time.perf_counter()
-            current = wiring.unit_of(u.name)
-            init = _fit_init(self.model, current, ks[u.name], inits[u.name], shapes[u.name])
-            rec = widen(
-                self.model,
-                u.name,
-                ks[u.name],
-                fan_in=init.fan_in or None,
-                fan_out=init.fan_out or None,
-                optimizer=self.optimizer,
-                unknown_optimizer=self.unknown_optimizer,
-                new_connections=self.how.new_connections,
-                unit=current,
-                verify=False,  # checked once for the whole step, on every rank
+        for u in units:  # each edit checked once for the whole step, on every rank
+            event, _, init = self._widen_unit(
+                wiring, u, ks[u.name], inits[u.name], shapes[u.name], prep, verify=False
             )
-            wiring.after_widen(u.name, ks[u.name])
-            events.append(
-                GrowthEvent(
-                    step=self.state.step,
-                    unit=u.name,
-                    units_added=ks[u.name],
-                    width_before=u.width,
-                    width_after=u.width + ks[u.name],
-                    params_before=rec.params_before,
-                    params_after=rec.params_after,
-                    how=self.how.describe(),
-                    info={**init.info, "preserving": _zero_side(init)},
-                    seconds=prep + time.perf_counter() - t0,
-                )
-            )
+            event.info["preserving"] = _zero_side(init)
+            events.append(event)
         return events
 
     def _check(self, example: Any, before: Tensor, events: list[GrowthEvent]) -> float:
