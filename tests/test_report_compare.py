@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import html
 import json
 import re
 import shutil
@@ -14,11 +15,12 @@ import pytest
 
 from torchgrow import cli
 from torchgrow.compare import CompareConfig, load_results, run_compare, run_dir
-from torchgrow.plots import pareto_front
+from torchgrow.plots import epoch_curves, pareto_front
 from torchgrow.report import (
     PLOTS,
     RUNS_HEADER,
     TABLE_HEADER,
+    TIMELINE_HEADER,
     load_comparison,
     summarise_comparison,
     write_report,
@@ -107,6 +109,36 @@ def test_the_tables_numbers_equal_the_run_logs(cli_report):
     assert results["gradmax"]["growth_events"] > 0 == results["static"]["growth_events"]
 
 
+def test_the_growth_timeline_lists_every_event_of_the_logs(cli_report):
+    md = (cli_report / "report.md").read_text()
+    rows = _table(md, TIMELINE_HEADER)
+    logged = [
+        json.loads(line)
+        for line in (run_dir(cli_report, "gradmax", 0) / "events.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == len(logged) > 0  # static has no event
+    for row, e in zip(rows, logged, strict=True):
+        assert row["Method"] == "GradMax" and row["Seed"] == "0"
+        assert (row["Epoch"], row["Kind"], row["What"]) == (str(e["epoch"]), e["kind"], e["detail"])
+        assert row["Parameters after"] == f"{e['parameters_after']:,}"
+        assert row["max |Δout|"] == f"{e['max_abs_delta']:.1e}"
+    page = (cli_report / "report.html").read_text()
+    assert "<h2>Growth timeline</h2>" in page
+    assert f"<td>{html.escape(logged[0]['detail'])}</td>" in page
+
+
+def test_the_learning_curves_are_the_runs_per_epoch_logs(cli_report):
+    comparison = load_comparison(cli_report)
+    for method in ("static", "gradmax"):
+        with open(run_dir(cli_report, method, 0) / "metrics.csv") as fh:
+            logged = list(csv.DictReader(fh))
+        for key in ("val_accuracy", "val_loss"):
+            epochs, mean, low, high = epoch_curves(comparison, method, key)
+            assert epochs == [int(r["epoch"]) for r in logged]
+            assert mean == low == high == [float(r[key]) for r in logged]  # one seed
+    assert epoch_curves(comparison, "static", "no such metric") is None
+
+
 def test_the_html_report_is_self_contained(cli_report):
     page = (cli_report / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(PLOTS)
@@ -139,6 +171,17 @@ def test_report_of_a_directory_without_a_comparison_says_so(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- mean and std over seeds
+def test_the_curves_average_seeds_at_the_epochs_all_of_them_reached():
+    runs = [
+        {"metrics": [{"epoch": 1, "v": 0.2}, {"epoch": 1, "v": 0.4}, {"epoch": 2, "v": 0.6}]},
+        {"metrics": [{"epoch": 1, "v": 0.6}, {"epoch": 2, "v": 1.0}, {"epoch": 3, "v": 1.0}]},
+    ]  # a run's value at an epoch is its last row there; epoch 3 has one seed only
+    comparison = {"methods": {"m": {"runs": runs}}}
+    epochs, mean, low, high = epoch_curves(comparison, "m", "v")
+    assert epochs == [1, 2] and low == [0.4, 0.6] and high == [0.6, 1.0]
+    assert mean == pytest.approx([0.5, 0.8])
+
+
 def test_summary_is_the_mean_and_sample_std_over_seeds(tmp_path):
     cfg = CompareConfig(methods=("static",), seeds=(0, 1, 2), **TINY)
     results = run_compare(cfg, tmp_path)

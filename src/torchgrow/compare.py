@@ -7,7 +7,7 @@ a TOML file) and lives in one directory::
     <out>/manifest.json         versions of torchgrow, torch, python, numpy; platform; date; command
     <out>/runs/<method>/seed<k>/
         metrics.csv             one row per evaluation: epoch, training_flops, parameters,
-                                flops_per_example, val_accuracy, seconds
+                                flops_per_example, val_accuracy, val_loss, seconds
         events.jsonl            one line per structural change (growth, pruning, deepening)
         result.json             written last, when the run has finished
         fit/                    checkpoints of resumable runs
@@ -58,6 +58,7 @@ METRIC_COLUMNS = (
     "parameters",
     "flops_per_example",
     "val_accuracy",
+    "val_loss",
     "seconds",
 )
 GROWTH_KINDS = ("grow", "deepen")

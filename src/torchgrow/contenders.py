@@ -287,6 +287,7 @@ def _fit_contender(ctx: Context, grow: str | None) -> Outcome:
             "parameters": r["parameters"],
             "flops_per_example": r["flops_per_example"],
             "val_accuracy": r["val_accuracy"],
+            "val_loss": r.get("val_loss"),
             "seconds": r["seconds"],
             "step": r["step"],
         }
@@ -345,11 +346,12 @@ def _nest(ctx: Context) -> Outcome:
     )
     start = time.perf_counter()
     nest.run()
-    rows, events, params = [], [], None
+    rows, events, params, loss = [], [], None, None
     for r in nest.history:
         kept = r["phase"] in ("seed", "grow") or r.get("accepted", False)
         if kept:
             params, fpe, val = r["parameters"], r["flops_per_example"], r["val_accuracy"]
+            loss = r.get("val_loss")
             if r["phase"] != "seed":
                 detail = (
                     f"{r.get('connections_added', 0)} connections, {r.get('neurons_added', 0)} "
@@ -375,6 +377,7 @@ def _nest(ctx: Context) -> Outcome:
                 "parameters": params,
                 "flops_per_example": fpe,
                 "val_accuracy": val,
+                "val_loss": loss,
                 "seconds": time.perf_counter() - start,
             }
         )
@@ -422,6 +425,7 @@ def _autogrow(ctx: Context) -> Outcome:
             "parameters": r["parameters"],
             "flops_per_example": r["flops_per_example"],
             "val_accuracy": r["val_accuracy"],
+            "val_loss": r.get("val_loss"),
             "seconds": r["seconds"],
         }
         for r in ag.rows
@@ -495,6 +499,7 @@ def _compnet(ctx: Context) -> Outcome:
                 "parameters": r["parameters"],
                 "flops_per_example": r["flops_per_example"],
                 "val_accuracy": r["val_accuracy"],
+                "val_loss": r.get("val_loss"),
                 "seconds": time.perf_counter() - start,
             }
         )

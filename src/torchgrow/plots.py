@@ -2,8 +2,9 @@
 
 :func:`plot_accuracy_vs_flops`, :func:`plot_parameters` and :func:`plot_pareto`
 each take the comparison loaded by :func:`torchgrow.report.load_comparison`
-and write one PNG. :func:`pareto_front` is the pure computation behind the
-last one.
+and write one PNG, as does :func:`plot_curves` (validation accuracy and loss per
+epoch, mean over seeds). :func:`pareto_front` and :func:`epoch_curves` are the
+pure computations behind them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
-__all__ = ["pareto_front", "plot_accuracy_vs_flops", "plot_parameters", "plot_pareto"]
+__all__ = [
+    "epoch_curves",
+    "pareto_front",
+    "plot_accuracy_vs_flops",
+    "plot_curves",
+    "plot_parameters",
+    "plot_pareto",
+]
 
 _DPI = 110
 
@@ -177,6 +185,90 @@ def plot_pareto(comparison: Mapping[str, Any], path: str | Path) -> Path:
     ax.set_title("Accuracy vs size (small dots: seeds; large: mean)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=_DPI)
+    return Path(path)
+
+
+def epoch_curves(
+    comparison: Mapping[str, Any], method: str, key: str
+) -> tuple[list[int], list[float], list[float], list[float]] | None:
+    """One method's ``key`` (``"val_accuracy"``, ``"val_loss"``) per epoch over its seeds.
+
+    A run's value at an epoch is its last metrics row of that epoch; only epochs
+    every seed has a value at are kept.
+
+    Returns
+    -------
+    (epochs, mean, low, high) or None
+        The mean over seeds and its range, or ``None`` when some run records no ``key``.
+    """
+    series = []
+    for run in comparison["methods"][method]["runs"]:
+        by_epoch = {int(r["epoch"]): r.get(key) for r in run["metrics"]}
+        if not by_epoch or any(v is None for v in by_epoch.values()):
+            return None
+        series.append(by_epoch)
+    epochs = sorted(set.intersection(*(set(s) for s in series)))
+    if not epochs:
+        return None
+    values = [[float(s[e]) for s in series] for e in epochs]
+    return (
+        epochs,
+        [sum(v) / len(v) for v in values],
+        [min(v) for v in values],
+        [max(v) for v in values],
+    )
+
+
+def plot_curves(comparison: Mapping[str, Any], path: str | Path) -> Path:
+    """Validation accuracy and loss after each epoch, mean over seeds with their range shaded;
+    ticks under each method's curve mark the epochs its growth events fell in.
+
+    Parameters
+    ----------
+    comparison : mapping
+        From :func:`torchgrow.report.load_comparison`.
+    path : str or Path
+        The PNG to write.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    methods = list(comparison["methods"])
+    colours = _colours(methods)
+    fig = Figure(figsize=(10.5, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in zip(
+        axes, ("val_accuracy", "val_loss"), ("validation accuracy", "validation loss"), strict=True
+    ):
+        for method in methods:
+            curve = epoch_curves(comparison, method, key)
+            if curve is None:
+                continue
+            epochs, mean, low, high = curve
+            c = colours[method]
+            ax.plot(epochs, mean, lw=1.4, color=c, label=_label(comparison, method))
+            ax.fill_between(epochs, low, high, color=c, alpha=0.15, lw=0)
+            grown = sorted(
+                {
+                    int(e["epoch"])
+                    for run in comparison["methods"][method]["runs"]
+                    for e in run["events"]
+                    if e["kind"] in comparison["growth_kinds"]
+                }
+            )
+            at = [mean[epochs.index(e)] for e in grown if e in epochs]
+            ax.scatter([e for e in grown if e in epochs], at, marker="|", s=120, color=c,
+                       zorder=3)  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("Validation accuracy (mean over seeds, range shaded)")
+    axes[1].set_title("Validation loss (| : epochs with growth)")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
     return Path(path)

@@ -325,8 +325,15 @@ PLOTS = (
     ("accuracy_vs_flops.png", "Validation accuracy against training FLOPs spent"),
     ("parameters.png", "Parameters over training; triangles mark growth events"),
     ("pareto.png", "Final test accuracy against final parameters, with the Pareto front"),
+    ("curves.png", "Validation accuracy and loss per epoch, mean over seeds (range shaded)"),
 )
 """The plots of a comparison report: file name and caption."""
+
+TIMELINE_NOTE = (
+    "What grew (or was pruned or deepened), when, where and by how much, for the first seed of "
+    "each method; max |Δout| is the output change the step measured (- where the method does "
+    "not measure it)."
+)
 
 HOW_TO_READ = (
     "Every method ran on the same data split, epoch budget and seeds. The first four "
@@ -598,6 +605,33 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+TIMELINE_HEADER = ("Method", "Seed", "Epoch", "Kind", "What", "Parameters after", "max |Δout|")
+
+
+def growth_timeline(comparison: Mapping[str, Any]) -> list[list[str]]:
+    """Every structural change of each method's first seed, in order: one table row each
+    (method, seed, epoch, kind, what changed where and by how much, parameters after, max
+    |Δout|); the other seeds' are in their runs' ``events.jsonl``."""
+    rows = []
+    for method, entry in comparison["methods"].items():
+        run = min(entry["runs"], key=lambda r: r["seed"])
+        name = entry["description"].get("name", method)
+        for e in run["events"]:
+            delta = e.get("max_abs_delta")
+            rows.append(
+                [
+                    name,
+                    str(run["seed"]),
+                    str(e["epoch"]),
+                    e["kind"],
+                    e.get("detail", ""),
+                    format_count(e.get("parameters_after")),
+                    "-" if delta is None else f"{delta:.1e}",
+                ]
+            )
+    return rows
+
+
 def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) -> str:
     """The Markdown report of a comparison.
 
@@ -631,6 +665,13 @@ def comparison_markdown(comparison: Mapping[str, Any], *, plots: bool = True) ->
         lines += ["", "## Plots", ""]
         for name, caption in PLOTS:
             lines += [f"![{caption}]({name})", "", f"*{caption}.*", ""]
+    timeline = growth_timeline(comparison)
+    if timeline:
+        lines += ["## Growth timeline", "", TIMELINE_NOTE, ""]
+        lines.append("| " + " | ".join(_md_escape(h) for h in TIMELINE_HEADER) + " |")
+        lines.append("|" + "---|" * len(TIMELINE_HEADER))
+        lines += ["| " + " | ".join(_md_escape(x) for x in row) + " |" for row in timeline]
+        lines.append("")
     runs_header = _header(comparison, RUNS_HEADER)
     lines += ["## Runs", "", "| " + " | ".join(_md_escape(h) for h in runs_header) + " |"]
     lines.append("|" + "---|" * len(runs_header))
@@ -736,6 +777,13 @@ def comparison_html(comparison: Mapping[str, Any], images: Mapping[str, bytes]) 
                 f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{html.escape(caption)}.</figcaption></figure>"
             )
+    timeline = growth_timeline(comparison)
+    if timeline:
+        parts += [
+            "<h2>Growth timeline</h2>",
+            f'<p class="note">{html.escape(TIMELINE_NOTE)}</p>',
+            _html_table(TIMELINE_HEADER, timeline, 5),
+        ]
     runs = [
         _run_cells(method, run)
         for method, entry in comparison["methods"].items()
@@ -772,7 +820,12 @@ def write_report(out: str | Path) -> tuple[Path, Path]:
 
     out = Path(out)
     comparison = load_comparison(out)
-    makers = (plots.plot_accuracy_vs_flops, plots.plot_parameters, plots.plot_pareto)
+    makers = (
+        plots.plot_accuracy_vs_flops,
+        plots.plot_parameters,
+        plots.plot_pareto,
+        plots.plot_curves,
+    )
     images = {}
     for (name, _), make in zip(PLOTS, makers, strict=True):
         make(comparison, out / name)
@@ -784,6 +837,7 @@ def write_report(out: str | Path) -> tuple[Path, Path]:
 
 
 __all__ += [
+    "growth_timeline",
     "load_comparison",
     "summarise_comparison",
     "comparison_markdown",

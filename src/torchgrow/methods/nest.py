@@ -281,6 +281,9 @@ class NeST:
             "phase": phase,
             "round": round_,
             "val_accuracy": self._val(model),
+            "val_loss": float(
+                distributed.evaluate(model, (self.val_set.x_test, self.val_set.y_test))["loss"]
+            ),
             "test_accuracy": distributed.accuracy(model, self.test),
             "parameters": count_parameters(model),
             "flops_per_example": flops_per_example(model, self.example),
