@@ -4,7 +4,7 @@ Every edit validates all of its inputs first, then commits atomically: on any
 error the model and the optimizer are exactly as they were. Each returns an
 :class:`EditRecord`. Transformers have their own edits, which read the model's
 layout (:func:`find_layout`): FFN width (:func:`grow_ffn`), attention heads
-(:func:`add_heads`), every width at once by cloning (:func:`clone_width`), the residual stream
+(:func:`add_heads`), every width at once by cloning (:func:`clone_width`; any widths by LEMON's average expansion, :func:`expand_width`), the residual stream
 through masks (:func:`grow_hidden`) and depth (:func:`insert_identity_block`, :func:`stack_blocks`).
 """
 
@@ -34,6 +34,7 @@ from .tx_depth import (
     midas_order,
     stack_blocks,
 )
+from .tx_expand import expand_width
 from .tx_heads import add_given_heads
 from .tx_hidden import grow_hidden
 from .tx_layout import TransformerParts, find_layout, register_layout
@@ -76,6 +77,7 @@ __all__ = [
     "grow_ffn",
     "add_heads",
     "clone_width",
+    "expand_width",
     "Ramp",
     "OptimizerPolicy",
     "add_given_heads",
