@@ -350,3 +350,18 @@ def test_the_fsdp_grower_refuses_a_model_without_fsdp_state():
 def test_the_fsdp_grower_of_takes_only_a_grower():
     with pytest.raises(GrowthInputError, match="expected a torchgrow.Grower, got Linear"):
         fsdp.Grower.of(nn.Linear(3, 2))
+
+
+@needs_gloo
+def test_the_fsdp_grower_refuses_an_optimizer_policy(one_rank):
+    from torch.distributed.fsdp import fully_shard
+
+    from torchgrow import Grower, when
+    from torchgrow.ops import OptimizerPolicy
+
+    model = _small_gpt()
+    fully_shard(model, mesh=one_rank)
+    plain = Grower(model, when=when.Manual(), policy=OptimizerPolicy(state="reset"))
+    with pytest.raises(GrowthInputError, match="does not apply an OptimizerPolicy yet"):
+        fsdp.Grower.of(plain)
+    assert fsdp.Grower.of(Grower(model, when=when.Manual())).policy is None
