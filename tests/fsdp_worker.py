@@ -100,8 +100,9 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     return [model.b0, model.b1]
 
 
-def _layer_idx(block: nn.Module) -> int:
-    return (block.self_attn if hasattr(block, "self_attn") else block.attn).layer_idx
+def _layer_idx(block: nn.Module) -> int | None:
+    attn = getattr(block, "self_attn", None) or getattr(block, "attn", None)
+    return None if attn is None else attn.layer_idx  # BERT's layers keep none
 
 
 def _logits(out: Any) -> torch.Tensor:
@@ -254,13 +255,11 @@ def _train_on(model: nn.Module, opt, ramp, sharded: bool, res: dict[str, Any]) -
     return res
 
 
-def grow_hf(out: Path, sharded: bool, build: Any = None) -> dict[str, Any]:
-    """A Hugging Face Llama (or GPT-2) under FSDP: a KV group of heads (GPT-2: two heads), three
-    residual-stream coordinates (MSG's masks), FFN units, an identity layer, then stacking 3 -> 5
-    layers; training goes on."""
+def _grow_hf_model(model: nn.Module, sharded: bool, edits: Any) -> dict[str, Any]:
+    """Train, run ``edits(lib, model, opt, ramp, generator, kw)`` (``lib``: torchgrow.fsdp when
+    sharded, else torchgrow.ops), record the output change and the depth, and train on."""
     from torchgrow.ops import Ramp
 
-    model = (build or llama)()
     if sharded:
         _shard(model)
     # SGD: Adam divides each gradient by its own running size, so entries whose exact gradient is
@@ -273,15 +272,9 @@ def grow_hf(out: Path, sharded: bool, build: Any = None) -> dict[str, Any]:
     set_example(model, x[:3])
     with torch.no_grad():
         before = _logits(model(x[:3])).float()
-    lib = fsdp if sharded else ops
-    g = torch.Generator().manual_seed(7)
-    kw = {} if sharded else {"example": x[:3]}
     ramp = Ramp(2)
-    lib.add_heads(model, 2, block=0, generator=g, optimizer=opt, **kw)  # 2 -> 4 heads, 1 -> 2 KV
-    lib.grow_hidden(model, 3, ramp=ramp, std=0.5, generator=g, optimizer=opt, **kw)
-    lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
-    lib.insert_identity_block(model, 1, optimizer=opt, **kw)  # old block 1 becomes layer 2
-    lib.stack_blocks(model, [0, 1, 2, 0, 2], optimizer=opt, **kw)  # G_stack-like: 3 -> 5
+    kw = {} if sharded else {"example": x[:3]}
+    edits(fsdp if sharded else ops, model, opt, ramp, torch.Generator().manual_seed(7), kw)
     with torch.no_grad():
         after = _logits(model(x[:3])).float()
     res: dict[str, Any] = {"delta": float((after - before).abs().max())}
@@ -290,32 +283,31 @@ def grow_hf(out: Path, sharded: bool, build: Any = None) -> dict[str, Any]:
     return _train_on(model, opt, ramp, sharded, res)
 
 
+def grow_hf(out: Path, sharded: bool, build: Any = None) -> dict[str, Any]:
+    """A Hugging Face Llama (or GPT-2) under FSDP: a KV group of heads (GPT-2: two heads), three
+    residual-stream coordinates (MSG's masks), FFN units, an identity layer, then stacking 3 -> 5
+    layers; training goes on."""
+
+    def edits(lib, model, opt, ramp, g, kw) -> None:  # noqa: ANN001
+        lib.add_heads(model, 2, block=0, generator=g, optimizer=opt, **kw)  # 2 -> 4, 1 -> 2 KV
+        lib.grow_hidden(model, 3, ramp=ramp, std=0.5, generator=g, optimizer=opt, **kw)
+        lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
+        lib.insert_identity_block(model, 1, optimizer=opt, **kw)  # old block 1 becomes layer 2
+        lib.stack_blocks(model, [0, 1, 2, 0, 2], optimizer=opt, **kw)  # G_stack-like: 3 -> 5
+
+    return _grow_hf_model((build or llama)(), sharded, edits)
+
+
 def grow_bert(out: Path, sharded: bool) -> dict[str, Any]:
     """A Hugging Face BERT (post-LN) under FSDP: two heads in layer 0, FFN units in layer 1, then
     MSG's ramped stacking 2 -> 4 layers (an identity insert would not keep a post-LN function)."""
-    from torchgrow.ops import Ramp
 
-    model = bert()
-    if sharded:
-        _shard(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    _train(model, opt, "gpt", range(STEPS_BEFORE))
-    x, _ = _data("gpt", 50)
-    set_example(model, x[:3])
-    with torch.no_grad():
-        before = _logits(model(x[:3])).float()
-    lib = fsdp if sharded else ops
-    g = torch.Generator().manual_seed(7)
-    kw = {} if sharded else {"example": x[:3]}
-    ramp = Ramp(2)
-    lib.add_heads(model, 2, block=0, generator=g, optimizer=opt, **kw)
-    lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
-    lib.stack_blocks(model, [0, 1, 0, 1], ramp=ramp, optimizer=opt, **kw)
-    with torch.no_grad():
-        after = _logits(model(x[:3])).float()
-    res: dict[str, Any] = {"delta": float((after - before).abs().max())}
-    res["depth"] = len(_blocks(model))
-    return _train_on(model, opt, ramp, sharded, res)
+    def edits(lib, model, opt, ramp, g, kw) -> None:  # noqa: ANN001
+        lib.add_heads(model, 2, block=0, generator=g, optimizer=opt, **kw)
+        lib.grow_ffn(model, 2, block=1, generator=g, optimizer=opt, **kw)
+        lib.stack_blocks(model, [0, 1, 0, 1], ramp=ramp, optimizer=opt, **kw)
+
+    return _grow_hf_model(bert(), sharded, edits)
 
 
 def grow_depth(out: Path, sharded: bool) -> dict[str, Any]:
