@@ -89,9 +89,10 @@ def require_example(model: nn.Module) -> Any:
 
 def check_output(
     model: nn.Module, example: Any, before: Tensor, record: Any, preserve: bool | None, atol: float
-) -> None:
+) -> float | None:
     """Raise unless the output is finite and, if the edit preserves (``preserve``, or when
-    ``None`` what ``record`` promised), within ``atol`` of ``before``."""
+    ``None`` what ``record`` promised), within ``atol`` of ``before``; return the output's
+    largest change (``None`` when its shape changed)."""
     after = output_of(model, example)
     if not bool(torch.isfinite(after).all()):
         raise FSDPGrowthError("the output after the edit is not finite")
@@ -102,6 +103,7 @@ def check_output(
         raise FSDPGrowthError(
             f"the edit should preserve the function but moved the output by {delta} (atol {atol})"
         )
+    return delta
 
 
 def run_stages(
