@@ -192,6 +192,40 @@ def different_batches() -> dict[str, Any]:
     return {"final": _snapshot(model, None)}
 
 
+class KeywordMLP(torch.nn.Module):
+    """An MLP called as Hugging Face models are: ``model(features=..., labels=...)``, returning
+    a dict with ``logits`` and, given labels, ``loss``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = models.mlp([64, 8, 8, 10], activation="relu1")
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor | None = None) -> dict:
+        logits = self.net(features)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = torch.nn.functional.cross_entropy(logits, labels)
+        return out
+
+
+def dict_batches() -> dict[str, Any]:
+    """As ``different_batches``, with Hugging Face style dict batches and the model's own loss."""
+    ds = _digits()
+    torch.manual_seed(0)
+    model = KeywordMLP()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    grower = Grower(model, opt, when=Manual(), how=GradMaxHow(), size=Units(2))
+    halves = [
+        {"features": ds.x_train[a:b], "labels": ds.y_train[a:b]} for a, b in ((0, 16), (16, 40))
+    ]
+    if distributed.is_active():
+        batch = halves[distributed.rank()]
+    else:
+        batch = {k: torch.cat([h[k] for h in halves]) for k in halves[0]}
+    events = grower.grow(batch)
+    return {"final": _snapshot(model, opt), "deltas": [e.max_abs_delta for e in events]}
+
+
 def _refused(kind: str) -> dict[str, Any]:
     ds = _digits()
     torch.manual_seed(0)
@@ -289,6 +323,7 @@ SCENARIOS = {
     },
     "gradmax": lambda: in_lockstep("gradmax", gradmax),
     "different_batches": different_batches,
+    "dict_batches": dict_batches,
     "mismatch": lambda: _refused("mismatch"),
     "failure": lambda: _refused("failure"),
     "bad_batch": lambda: _refused("bad_batch"),

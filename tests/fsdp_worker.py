@@ -463,10 +463,10 @@ def failure(kind: str, out: Path, sharded: bool) -> dict[str, Any]:
     return res
 
 
-def grower(out: Path, sharded: bool) -> dict[str, Any]:
+def grower(out: Path, sharded: bool, policy: Any = None) -> dict[str, Any]:
     """methods.GradMax under torchgrow.fsdp.Grower.of (its closed form on both blocks' hidden
     layers, after step 2), each rank passing its half of the growth batch; alone, the method's
-    torchgrow.Grower on the whole batch."""
+    torchgrow.Grower on the whole batch. With ``policy``, the optimizer policy applies."""
     from torchgrow import how, methods, when, where
 
     model = mlp()
@@ -475,7 +475,9 @@ def grower(out: Path, sharded: bool) -> dict[str, Any]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     rank, n = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
     res: dict[str, Any] = {}
-    if sharded:  # the residual stream has several consumers: GradMax would run trial copies
+    if sharded:  # the method's analysis of the sharded model runs its forward on an example
+        set_example(model, _data("mlp", 40)[0][:4])
+    if sharded and policy is None:  # the residual stream has several consumers: trial copies
         x, y = _data("mlp", 40)
         bad = fsdp.Grower(
             model, opt, when=when.Manual(), how=how.GradMax(), where=where.Layers(["inp"])
@@ -497,6 +499,7 @@ def grower(out: Path, sharded: bool) -> dict[str, Any]:
         n_growth_steps=1,
         layers=["b0.fc1", "b1.fc1"],
         loss_fn=_loss,
+        policy=policy,
     )
     if sharded:
         g = fsdp.Grower.of(g)
@@ -511,7 +514,7 @@ def grower(out: Path, sharded: bool) -> dict[str, Any]:
                 for e in events
             ]
     res["final"] = _state(model, opt)
-    if sharded:
+    if sharded and policy is None:
         res["structure"] = _structure(model)
         avg = opt.state[model.b0.fc1.weight]["exp_avg"]  # a subnormal in this rank's own shard
         avg.to_local().view(-1)[0] = 1e-44
@@ -539,6 +542,8 @@ SCENARIOS = {
     "depth_failure": depth_failure,
     "failure": lambda out, sharded: failure("mlp", out, sharded),
     "grower": grower,
+    "grower_rewarm": lambda out, sharded: grower(out, sharded, ops.OptimizerPolicy(rewarm_steps=2)),
+    "grower_reset": lambda out, sharded: grower(out, sharded, ops.OptimizerPolicy(state="reset")),
 }
 
 

@@ -38,10 +38,11 @@ def _run(args: list[str], out: Path) -> None:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    scenarios = ",".join((*METHODS, "syncbn", "different_batches", *REFUSALS))
+    scenarios = ",".join((*METHODS, "syncbn", "different_batches", "dict_batches", *REFUSALS))
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     _run([*launcher, str(WORKER), scenarios, str(out)], out)
-    _run([str(WORKER), ",".join((*METHODS, "syncbn", "different_batches")), str(out)], out)
+    alone = (*METHODS, "syncbn", "different_batches", "dict_batches")
+    _run([str(WORKER), ",".join(alone), str(out)], out)
     _run([str(WORKER), "different_batches", str(out), "0"], out)
 
     def load(name: str) -> dict:
@@ -143,6 +144,18 @@ def test_the_gathered_growth_batch_drives_growth_not_the_local_one(saved):
         torch.testing.assert_close(ddp[k], both[k], atol=1e-6, rtol=1e-5)
         assert torch.equal(ddp[k], other[k])
     assert any(not torch.allclose(ddp[k], local[k], atol=1e-3) for k in both)
+
+
+def test_dict_batches_grow_from_the_gathered_batch_with_the_models_own_loss(saved):
+    r0, r1 = saved("dict_batches-rank0"), saved("dict_batches-rank1")
+    single = saved("dict_batches-single")
+    params = single["final"]["params"]
+    assert params["net.fc1.weight"].shape == (10, 64)  # both hidden layers grew by 2
+    assert params["net.fc2.weight"].shape == (10, 10)
+    for k in params:
+        torch.testing.assert_close(r0["final"]["params"][k], params[k], atol=1e-6, rtol=1e-5)
+        assert torch.equal(r0["final"]["params"][k], r1["final"]["params"][k])
+    assert r0["deltas"] == r1["deltas"] and all(d <= 1e-6 for d in r0["deltas"])
 
 
 @pytest.mark.parametrize("kind", REFUSALS)

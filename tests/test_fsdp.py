@@ -40,6 +40,7 @@ def _run(args: list[str], out: Path) -> None:
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 HF = ",hf_llama,hf_gpt2,hf_bert" if HAS_TRANSFORMERS else ""
+POLICIES = "grower_rewarm,grower_reset"
 
 
 @pytest.fixture(scope="module")
@@ -50,12 +51,12 @@ def saved(tmp_path_factory):
         [
             *launcher,
             str(WORKER),
-            f"mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt,grower{HF}",
+            f"mlp,gpt,gpt_tx,gpt_depth,failure,depth_failure,ckpt,grower,{POLICIES}{HF}",
             str(out),
         ],
         out,
     )
-    _run([str(WORKER), f"mlp,gpt,gpt_tx,gpt_depth,ckpt,grower{HF}", str(out)], out)
+    _run([str(WORKER), f"mlp,gpt,gpt_tx,gpt_depth,ckpt,grower,{POLICIES}{HF}", str(out)], out)
     return lambda name: torch.load(out / f"{name}.pt", weights_only=False)
 
 
@@ -353,15 +354,16 @@ def test_the_fsdp_grower_of_takes_only_a_grower():
 
 
 @needs_gloo
-def test_the_fsdp_grower_refuses_an_optimizer_policy(one_rank):
-    from torch.distributed.fsdp import fully_shard
-
-    from torchgrow import Grower, when
-    from torchgrow.ops import OptimizerPolicy
-
-    model = _small_gpt()
-    fully_shard(model, mesh=one_rank)
-    plain = Grower(model, when=when.Manual(), policy=OptimizerPolicy(state="reset"))
-    with pytest.raises(GrowthInputError, match="does not apply an OptimizerPolicy yet"):
-        fsdp.Grower.of(plain)
-    assert fsdp.Grower.of(Grower(model, when=when.Manual())).policy is None
+@pytest.mark.parametrize("policy", ["rewarm", "reset"])
+def test_the_fsdp_grower_applies_an_optimizer_policy_as_in_one_process(saved, policy):
+    """OptimizerPolicy(rewarm_steps=2) (each rank blending its own shard's new entries) and
+    OptimizerPolicy(state="reset") under fsdp.Grower: the same parameters and Adam moments as
+    the policy in one process, right after growth and three steps later."""
+    r0, r1 = saved(f"grower_{policy}-rank0"), saved(f"grower_{policy}-rank1")
+    single, plain = saved(f"grower_{policy}-single"), saved("grower-single")
+    assert [e[:2] for e in r0["events"]] == [("b0.fc1", 11), ("b1.fc1", 13)]
+    assert _max_diff(r0["grown"], single["grown"]) <= 1e-6
+    assert _max_diff(r0["final"], single["final"]) <= 1e-5
+    assert _max_diff(r0["final"], r1["final"]) == 0
+    # and the policy did act: its final state differs from the carry alone
+    assert _max_diff(single["final"], plain["final"]) > 1e-4

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import distributed
+from .batches import run_model, split_batch
 from .errors import GrowthInputError
 from .graph import find_unit, growable_units
 from .how import fan_out_vectors
@@ -30,7 +31,6 @@ from .ops.masks import (
     weight_parameter,
 )
 from .ops.units import shrink
-from .stats import split_batch
 
 __all__ = [
     "dense_weight_gradients",
@@ -111,7 +111,7 @@ def dense_weight_gradients(
     saved = [(b, b.detach().clone()) for b in model.buffers()]
     try:
         with torch.enable_grad():
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(run_model(model, x), y)
             if not torch.isfinite(loss):
                 raise GrowthInputError(f"the loss is {loss.item()}: cannot score connections")
             names = [n for n in chosen if n in outputs]
@@ -180,14 +180,32 @@ def grow_by_gradient(
     dict
         Layer name -> connections activated.
     """
+    check_growth(fraction, init, lr)
+    chosen = _layers(model, layers, masked_only=True)
+    grads = dense_weight_gradients(model, batch, loss_fn, list(chosen))
+    return grow_from_gradients(chosen, grads, fraction, init, lr, optimizer)
+
+
+def check_growth(fraction: float, init: str, lr: float) -> None:
+    """Refuse bad arguments of :func:`grow_by_gradient` (before anything runs)."""
     if not 0.0 < fraction <= 1.0:
         raise GrowthInputError(f"fraction must be in (0, 1], got {fraction!r}")
     if init not in ("gradient", "zero"):
         raise GrowthInputError(f"init must be 'gradient' or 'zero', got {init!r}")
     if not (math.isfinite(lr) and lr > 0):
         raise GrowthInputError(f"lr must be finite and > 0, got {lr!r}")
-    chosen = _layers(model, layers, masked_only=True)
-    grads = dense_weight_gradients(model, batch, loss_fn, list(chosen))
+
+
+def grow_from_gradients(
+    chosen: dict[str, nn.Module],
+    grads: dict[str, Tensor],
+    fraction: float,
+    init: str,
+    lr: float,
+    optimizer: torch.optim.Optimizer | None,
+) -> dict[str, int]:
+    """The second half of :func:`grow_by_gradient`: activate, in each masked layer of
+    ``chosen``, the dormant connections with the largest ``|grads|`` (arguments as there)."""
     plan: dict[str, tuple[Tensor, Tensor]] = {}
     for n, m in chosen.items():
         mask = mask_of(m)

@@ -46,6 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .batches import gather_tensors, split_batch
 from .errors import GrowthInputError, TorchgrowError
 
 __all__ = [
@@ -170,23 +171,20 @@ def sharded_batches(batches: Iterable[Any]) -> Iterator[tuple[Tensor, Tensor, in
         yield x, y, len(batch[0])
 
 
-def gather_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-    """Every rank's ``(x, y)`` concatenated in rank order, on every rank.
+def gather_batch(batch: Any) -> Any:
+    """Every rank's growth batch concatenated in rank order, on every rank.
 
-    The exchange doubles as a check: if a rank's batch is not an ``(x, y)``
-    pair of tensors, every rank raises :class:`DistributedGrowthError`
-    (the others are not left waiting).
+    ``batch`` is an ``(x, y)`` pair of tensors or a dict of keyword inputs
+    (Hugging Face style, see :mod:`torchgrow.batches`); the result has the
+    same form, its tensors concatenated along dimension 0. The exchange
+    doubles as a check: if a rank's batch is neither, or the ranks' batches do
+    not fit together, every rank raises :class:`DistributedGrowthError` (the
+    others are not left waiting).
     """
     if not is_active():
         return batch
     try:
-        x, y = batch[0], batch[1]
-        if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
-            raise GrowthInputError(
-                f"a growth batch must be (Tensor, Tensor), got ({type(x).__name__}, "
-                f"{type(y).__name__})"
-            )
-        local: Any = (x.detach().cpu(), y.detach().cpu())
+        local: Any = _local_batch(batch)
     except Exception as exc:  # noqa: BLE001 - reported to every rank below
         local = exc
     gathered: list[Any] = [None] * world_size()
@@ -200,17 +198,48 @@ def gather_batch(batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
             + ", ".join(f"{r} ({msg})" for r, msg in bad)
             + "; no rank grew"
         )
-    kinds = [(tuple(gx.shape[1:]), gx.dtype, tuple(gy.shape[1:]), gy.dtype) for gx, gy in gathered]
+    kinds = [_batch_kind(g) for g in gathered]
     if len(set(kinds)) > 1:
         raise DistributedGrowthError(
-            "the ranks' growth batches do not fit together (per rank: example shape and dtype "
-            "of inputs, then of targets): "
+            "the ranks' growth batches do not fit together (per rank: each tensor's example "
+            "shape and dtype): "
             + "; ".join(f"rank {r}: {k}" for r, k in enumerate(kinds))
             + "; no rank grew"
         )
-    device = batch[0].device
-    xs, ys = zip(*gathered, strict=True)
-    return torch.cat(xs).to(device), torch.cat(ys).to(device)
+    device = next(v.device for v in _tensors(batch))
+    whole = gather_tensors(gathered)
+    if isinstance(whole, dict):
+        return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in whole.items()}
+    return whole[0].to(device), whole[1].to(device)
+
+
+def _local_batch(batch: Any) -> Any:
+    """This rank's growth batch on the CPU, for the exchange (or a clear error)."""
+    if isinstance(batch, dict):
+        split_batch(batch)  # the same check as in one process
+        return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in batch.items()}
+    x, y = split_batch(batch)
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)):
+        raise GrowthInputError(
+            f"a growth batch must be (Tensor, Tensor) or a dict of tensors, got "
+            f"({type(x).__name__}, {type(y).__name__})"
+        )
+    return x.detach().cpu(), y.detach().cpu()
+
+
+def _tensors(batch: Any) -> list[Tensor]:
+    values = batch.values() if isinstance(batch, dict) else batch[:2]
+    return [v for v in values if isinstance(v, Tensor)]
+
+
+def _batch_kind(batch: Any) -> tuple[Any, ...]:
+    """What must agree between the ranks' batches: keys, and each tensor's example shape and
+    dtype (the batch dimension may differ)."""
+    items = batch.items() if isinstance(batch, dict) else enumerate(batch)
+    return tuple(
+        (k, tuple(v.shape[1:]), v.dtype) if isinstance(v, Tensor) else (k, repr(v))
+        for k, v in items
+    )
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

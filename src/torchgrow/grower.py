@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,11 +22,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
+from .batches import head_rows, run_model, split_batch
 from .errors import GrowthInputError, require_int, warn
 from .graph import GrowableUnit, Wiring, analyse, example_of, growable_units, set_example
 from .how import How, Init, Zero
 from .modes import eval_mode
 from .ops.batch import edit_batch
+from .ops.followers import follow
 from .ops.masks import weight_parameter
 from .ops.optim_policy import OptimizerPolicy
 from .ops.optim_state import flush_subnormal_state
@@ -34,7 +36,7 @@ from .ops.placement import new_columns
 from .ops.registry import lookup
 from .ops.units import shrink, widen
 from .size import Size, Units
-from .stats import Statistics, gather, split_batch
+from .stats import Statistics, gather
 from .when import GrowthState, When
 from .where import AllAtOnce, Where
 
@@ -95,8 +97,23 @@ class GrowthEvent:
         return d
 
 
-def default_loss(output: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy for integer targets, MSE otherwise."""
+def default_loss(output: Any, target: Tensor | None) -> Tensor:
+    """The output's own ``.loss`` when it has one (a Hugging Face model given ``labels``),
+    else cross-entropy for integer targets and MSE otherwise (on the output's ``.logits``
+    when it has them)."""
+    if not isinstance(output, Tensor):
+        own = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+        if isinstance(own, Tensor):
+            return own
+        logits = (
+            output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+        )
+        output = logits if logits is not None else output
+    if target is None:
+        raise GrowthInputError(
+            "the batch has no targets (a dict batch without 'labels') and the model's output has "
+            "no .loss: add 'labels' to the batch or pass loss_fn="
+        )
     if target.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
         return F.cross_entropy(output, target)
     return F.mse_loss(output, target)
@@ -151,9 +168,19 @@ def _fit_init(
     )
 
 
-def _forward_eval(model: nn.Module, x: Tensor) -> Tensor:
+def _forward_eval(model: nn.Module, x: Any) -> Tensor:
+    """The model's output on ``x`` (the logits of a Hugging Face output), in eval mode."""
     with eval_mode(model), torch.no_grad():
-        return model(x)
+        out = run_model(model, x)
+    if isinstance(out, Tensor):
+        return out
+    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+    if not isinstance(logits, Tensor):
+        raise GrowthInputError(
+            f"cannot read the change of the model's output ({type(out).__name__}): it is not a "
+            "tensor and has no .logits; use measure=False or measure=True"
+        )
+    return logits
 
 
 EXAMPLE_ROWS = 4
@@ -201,6 +228,10 @@ class Grower:
         grown parameters' state, ``rewarm_steps=N`` re-warms the new entries'
         updates over ``N`` steps; applied once per step to every parameter it
         replaced. Default: the carry alone (new entries' state zero).
+    followers : sequence, optional
+        What else holds the model and must follow every edit: further
+        optimizers, LR schedulers, averaged copies (``AveragedModel``, EMAs).
+        See :meth:`follow`.
     """
 
     def __init__(
@@ -217,6 +248,7 @@ class Grower:
         unknown_optimizer: str = "raise",
         flush_subnormals_every: int | None = 100,
         policy: OptimizerPolicy | None = None,
+        followers: Sequence[Any] = (),
     ) -> None:
         if not isinstance(model, nn.Module):
             raise GrowthInputError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -253,6 +285,23 @@ class Grower:
         self.state = GrowthState()
         self.events: list[GrowthEvent] = []
         self.description: dict[str, str] | None = None  # set by torchgrow.methods
+        if followers:
+            self.follow(*followers)
+
+    def follow(self, *objects: Any) -> None:
+        """Have every edit of the model update ``objects`` too.
+
+        Optimizers besides the grower's are carried as it is; averaged copies
+        (``torch.optim.swa_utils.AveragedModel``, EMAs keeping the copy in
+        ``.module``) are rebuilt at the new structure, keeping the averages of
+        the entries an edit keeps (new entries start at the model's values); LR
+        schedulers need nothing (accepted to register a whole set-up). An
+        optimizer that steps replaced parameters without being registered warns
+        at its step. See :func:`torchgrow.ops.follow`, which this calls for the
+        grower's model (every edit of it, by this grower or by ``torchgrow.ops``,
+        updates the followers).
+        """
+        follow(self.model, *objects)
 
     # ------------------------------------------------------------ the training-loop hooks
     def step(self, batch: object = None, loss_fn: LossFn | None = None) -> list[GrowthEvent]:
@@ -329,11 +378,12 @@ class Grower:
         """
         loss_fn = loss_fn or self.loss_fn
         if distributed.is_active():
-            batch = distributed.gather_batch(split_batch(batch))  # the global growth batch
+            batch = distributed.gather_batch(batch)  # the global growth batch
             distributed.broadcast_buffers(self.model)  # rank 0's running statistics
         x, _ = split_batch(batch)
-        if example_of(self.model) is None and isinstance(x, Tensor) and x.dim() > 0:
-            set_example(self.model, x[:EXAMPLE_ROWS])
+        rows = head_rows(x, EXAMPLE_ROWS)
+        if example_of(self.model) is None and rows is not None:
+            set_example(self.model, *rows[0], **rows[1])
         wiring = analyse(self.model)  # the one analysis of this step
         units = self.where.select(list(wiring.units), self.state)
         if not units:
@@ -389,8 +439,8 @@ class Grower:
         x, _ = split_batch(batch)
         events: list[GrowthEvent] = []
         sample = None  # the rows the verifying forward reads the output change on
-        if self.measure is True and isinstance(x, Tensor) and x.dim() > 0:
-            sample = x[:EXAMPLE_ROWS]
+        if self.measure is True:
+            sample = head_rows(x, EXAMPLE_ROWS)
         y_prev = _forward_eval(self.model, x) if self.measure and sample is None else None
         before: dict[str, GrowableUnit] = {}
         with edit_batch(
@@ -497,7 +547,7 @@ class Grower:
         saved = [(b, b.detach().clone()) for b in self.model.buffers()]
         try:
             with torch.enable_grad():
-                loss = loss_fn(self.model(x), y)
+                loss = loss_fn(run_model(self.model, x), y)
                 grads = torch.autograd.grad(loss, params, allow_unused=True) if params else ()
         finally:
             with torch.no_grad():

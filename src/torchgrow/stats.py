@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .batches import run_model, split_batch
 from .errors import GrowthInputError
 from .graph import GrowableUnit
 
@@ -51,15 +52,6 @@ class Statistics:
     loss_fn: LossFn | None = None
 
 
-def split_batch(batch: object) -> tuple[Tensor, Tensor]:
-    """``(x, y)`` from a batch, or a clear error."""
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise GrowthInputError(
-        f"a growth batch must be a tuple (inputs, targets), got {type(batch).__name__}"
-    )
-
-
 def _snapshot_buffers(model: nn.Module) -> list[tuple[Tensor, Tensor]]:
     return [(b, b.detach().clone()) for b in model.buffers()]
 
@@ -83,8 +75,8 @@ def gather(
     ----------
     model : nn.Module
         The model, in its current mode (training mode gives batch statistics in BatchNorm).
-    batch : tuple
-        ``(x, y)``.
+    batch : tuple or dict
+        ``(x, y)``, or a dict of keyword inputs (see :mod:`torchgrow.batches`).
     loss_fn : callable
         ``loss_fn(model(x), y) -> scalar``.
     units : sequence of GrowableUnit
@@ -130,7 +122,7 @@ def gather(
     saved = _snapshot_buffers(model)
     try:
         with torch.enable_grad():
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(run_model(model, x), y)
             if loss.dim() != 0:
                 raise GrowthInputError("loss_fn must return a scalar (use reduction='mean')")
             if not torch.isfinite(loss):

@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .batches import call_args, split_batch
 from .errors import GrowthInputError
-from .graph import GrowableUnit, find_unit
+from .graph import GrowableUnit, example_of, find_unit, set_example
 from .how.base import fan_out_block, fan_out_vectors
 from .ops.masks import is_masked, remove_mask
 from .ops.units import widen
-from .stats import split_batch
 
 __all__ = ["TrialGrowth"]
 
@@ -64,9 +64,12 @@ class TrialGrowth:
         for m in self.copy.modules():
             if is_masked(m):
                 remove_mask(m)
+        example = example_of(model)  # the copy is analysed as the model is (by its forward)
+        if example is not None:
+            set_example(self.copy, *example[0], **example[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            widen(self.copy, unit.name, k)
+            widen(self.copy, unit.name, k, verify=False)
         grown = find_unit(self.copy, unit.name)
         self.factors = {c.name: c.factor for c in grown.consumers}
         mods = dict(self.copy.named_modules())
@@ -109,7 +112,8 @@ class TrialGrowth:
         Missing entries are zero.
         """
         x, y = split_batch(batch)
-        return loss_fn(functional_call(self.copy, self._weights(fan_in, fan_out), (x,)), y)
+        args, kwargs = call_args(x)
+        return loss_fn(functional_call(self.copy, self._weights(fan_in, fan_out), args, kwargs), y)
 
     def local_objective(
         self,
@@ -139,7 +143,7 @@ class TrialGrowth:
 
         handles = [self.modules[c].register_forward_hook(hook(c)) for c in wanted]
         try:
-            functional_call(self.copy, self._weights(fan_in, fan_out), (x,))
+            functional_call(self.copy, self._weights(fan_in, fan_out), *call_args(x))
         except _StopForward:
             pass
         finally:

@@ -105,6 +105,7 @@ class Gather:
         self.saved: list[_Saved] = []
         self.opt_groups = [list(g["params"]) for g in optimizer.param_groups] if optimizer else []
         self.opt_state: dict[Tensor, Any] = {}
+        self.sharded: dict[Tensor, nn.Parameter] = {}  # after reshard: full -> sharded parameter
 
     def _groups_of(self, names: list[str]) -> list[tuple[Any, Any]]:
         """(state, group) owning any parameter of the named modules, in module order."""
@@ -200,6 +201,7 @@ class Gather:
                 new.lazy_init()
             for fp, p in zip(new.fsdp_params, params, strict=True):
                 self._shard_extras(fp.sharded_param, p)
+                self.sharded[p] = fp.sharded_param
 
     def _shard_extras(self, sp: nn.Parameter, p: Tensor) -> None:
         """The gradient and optimizer state of ``p`` sharded like its new parameter ``sp``."""

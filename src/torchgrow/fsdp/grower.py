@@ -11,14 +11,16 @@ import torch
 from torch import Tensor, nn
 
 from .. import distributed
+from ..batches import head_rows, split_batch
 from ..errors import GrowthInputError, warn
 from ..graph import GrowableUnit, analyse, example_of, set_example
 from ..grower import EXAMPLE_ROWS, GrowthEvent, _block_shapes
 from ..grower import Grower as _PlainGrower
 from ..how import How, Init
 from ..how.gradmax import GradMax
+from ..ops.batch import edit_batch
 from ..ops.optim_state import flush_subnormal_state
-from ..stats import gather, split_batch
+from ..stats import gather
 from .gather import Gather
 from .state import check_supported, is_dtensor, is_sharded
 from .width import _unit_modules, check_output, output_of, require_example, run_stages
@@ -72,6 +74,11 @@ class Grower(_PlainGrower):
     output change on the example; the gradient norms are those the
     initialiser knows exactly (GradMax's closed form), else ``None``.
 
+    An optimizer ``policy`` (:class:`torchgrow.ops.OptimizerPolicy`) applies
+    as in one process: ``state="reset"`` drops the grown parameters' state
+    before it is sharded; a re-warm's masks of new entries are sharded like
+    their parameters, and each rank blends its own shard's new entries.
+
     Parameters
     ----------
     model : nn.Module
@@ -100,12 +107,6 @@ class Grower(_PlainGrower):
             raise GrowthInputError(
                 "torchgrow.fsdp.Grower grows a model sharded with fully_shard; this model has no "
                 "FSDP state: use torchgrow.Grower"
-            )
-        if kwargs.get("policy") is not None:
-            raise GrowthInputError(
-                "torchgrow.fsdp.Grower does not apply an OptimizerPolicy yet (its masks would "
-                "name the gathered parameters, which sharding replaces); grow with the carry "
-                "alone (new entries' state zero)"
             )
         # the plain step would flush DTensors whole: this grower flushes each rank's shards
         self.shard_flush_every = kwargs.pop("flush_subnormals_every", 100)
@@ -150,10 +151,11 @@ class Grower(_PlainGrower):
     def grow(self, batch: object, loss_fn: Any = None) -> list[GrowthEvent]:
         """Grow now, on every rank (a collective): see the class description."""
         loss_fn = loss_fn or self.loss_fn
-        batch = distributed.gather_batch(split_batch(batch))
+        batch = distributed.gather_batch(batch)
         x, _ = split_batch(batch)
-        if example_of(self.model) is None and isinstance(x, Tensor) and x.dim() > 0:
-            set_example(self.model, x[:EXAMPLE_ROWS])
+        rows = head_rows(x, EXAMPLE_ROWS)
+        if example_of(self.model) is None and rows is not None:
+            set_example(self.model, *rows[0], **rows[1])
         example = require_example(self.model)
         wiring = analyse(self.model)
         units = self.where.select(list(wiring.units), self.state)
@@ -179,7 +181,14 @@ class Grower(_PlainGrower):
                 check_output(self.model, example, before, None, _preserving(events), self.atol)
             ),
         )
-        run_stages("a growth step under FSDP", self.model, self.optimizer, stages, g.rollback)
+        stages = (*stages[:2], lambda: self._shard_policy(g), stages[2])
+
+        def rollback() -> None:
+            g.rollback()
+            if self.policy is not None:
+                self.policy.stop()  # a re-warm begun by this step names discarded tensors
+
+        run_stages("a growth step under FSDP", self.model, self.optimizer, stages, rollback)
         for ev in events:
             ev.max_abs_delta = delta[0]
             if self.measure and all(
@@ -206,13 +215,36 @@ class Grower(_PlainGrower):
         }
         prep = (time.perf_counter() - start) / len(units)
         events = []
-        for u in units:  # each edit checked once for the whole step, on every rank
-            event, _, init = self._widen_unit(
-                wiring, u, ks[u.name], inits[u.name], shapes[u.name], prep, verify=False
-            )
-            event.info["preserving"] = _zero_side(init)
-            events.append(event)
+        with edit_batch(
+            self.model, self.optimizer, unknown_optimizer=self.unknown_optimizer, verify=False,
+            policy=self.policy,
+        ):  # fmt: skip
+            for u in units:  # each edit checked once for the whole step, on every rank
+                event, _, init = self._widen_unit(
+                    wiring, u, ks[u.name], inits[u.name], shapes[u.name], prep, verify=False
+                )
+                event.info["preserving"] = _zero_side(init)
+                events.append(event)
         return events
+
+    def _shard_policy(self, g: Gather) -> None:
+        """A re-warm begun by this step, moved onto the sharded parameters: each mask of new
+        entries sharded like its parameter, keyed by this rank's local shard (which the
+        optimizer updates in place)."""
+        policy = self.policy
+        if policy is None or not policy.rewarming:
+            return
+        from torch.distributed.tensor import distribute_tensor
+
+        masks = {}
+        for p, mask in policy._masks.items():
+            sp = g.sharded.get(p)
+            if sp is None or not is_dtensor(sp):
+                masks[p] = mask
+                continue
+            local = distribute_tensor(mask, sp.device_mesh, sp.placements, src_data_rank=None)
+            masks[sp.to_local()] = local.to_local()
+        policy._masks = masks
 
 
 def _preserving(events: list[GrowthEvent]) -> bool:

@@ -13,6 +13,7 @@ from . import layers_more as _layers_more  # noqa: F401  (Embedding, RMSNorm, Co
 from .area import apply_input_mask, input_mask_of, masked_conv_macs, remove_input_mask
 from .depth import Then, append_block, identity_conv, identity_linear, insert_after, insert_block
 from .edit import Change, EditRecord
+from .followers import follow, followers, unfollow
 from .masks import (
     apply_mask,
     grow_connections,
@@ -90,4 +91,7 @@ __all__ = [
     "find_layout",
     "register_layout",
     "TransformerParts",
+    "follow",
+    "unfollow",
+    "followers",
 ]

@@ -45,13 +45,18 @@ class EditBatch:
         optimizer,  # noqa: ANN001
         unknown_optimizer: str,
         verify: bool,
-        example: torch.Tensor | None = None,
+        example: torch.Tensor | tuple[tuple, dict] | None = None,
         policy: OptimizerPolicy | None = None,
     ) -> None:
+        from .followers import check_followers, has_copies
         from .optim_state import check_carry
         from .verify import Verifier
 
         check_carry(optimizer, unknown=unknown_optimizer)
+        check_followers(model, unknown=unknown_optimizer)
+        self.names_before = (
+            {p: n for n, p in model.named_parameters()} if has_copies(model) else None
+        )
         self.model = model
         self.optimizer = optimizer
         self.unknown = unknown_optimizer
@@ -103,6 +108,7 @@ class EditBatch:
         return record
 
     def close(self) -> None:
+        from .followers import update_followers
         from .optim_state import carry
 
         if self.verifier is not None:
@@ -113,6 +119,12 @@ class EditBatch:
             carry(self.optimizer, remaps, unknown=self.unknown)
             if self.policy is not None:
                 self._apply_policy(remaps)
+        if self.origin:
+            remaps = {first: (new, r) for new, (first, r) in self.origin.items()}
+            update_followers(
+                self.model, remaps, skip=self.optimizer, names_before=self.names_before,
+                unknown=self.unknown,
+            )  # fmt: skip
 
     def _apply_policy(self, remaps: dict[nn.Parameter, tuple[nn.Parameter, Remap]]) -> None:
         """The batch's optimizer policy, once, over every parameter the batch replaced (its new
@@ -140,7 +152,7 @@ def edit_batch(
     *,
     unknown_optimizer: str = "raise",
     verify: bool = True,
-    example: torch.Tensor | None = None,
+    example: torch.Tensor | tuple[tuple, dict] | None = None,
     policy: OptimizerPolicy | None = None,
 ) -> Iterator[EditBatch]:
     """Make the width edits of ``model`` inside the block one atomic edit.
@@ -156,8 +168,9 @@ def edit_batch(
     verify : bool
         Check the model once at the end on its example input (the function
         must be preserved when every edit promised to preserve it).
-    example : Tensor, optional
-        Check on this input instead of the model's example input; afterwards
+    example : Tensor or tuple, optional
+        Check on this input (a tensor, or the model's ``(args, kwargs)``)
+        instead of the model's example input; afterwards
         ``batch.verifier.max_delta`` is how far the output moved on it.
     policy : OptimizerPolicy, optional
         Applied once when the block ends, to every parameter the block replaced

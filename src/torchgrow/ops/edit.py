@@ -286,6 +286,7 @@ def commit(
         ``record``, completed.
     """
     from .batch import active_batch  # local: both import this module
+    from .followers import check_followers, has_copies, update_followers
     from .optim_state import carry, check_carry
 
     batch = active_batch(model)
@@ -297,7 +298,9 @@ def commit(
     changes = _merge_same_tensor(changes)
     record.params_before = count_params(model)
     before = set(model.parameters())
+    names_before = {p: n for n, p in model.named_parameters()} if has_copies(model) else None
     check_carry(optimizer, unknown=unknown_optimizer)
+    check_followers(model, unknown=unknown_optimizer)
     tx = _Transaction()
     remaps: dict[nn.Parameter, tuple[nn.Parameter, Remap]] = {}
     try:
@@ -339,6 +342,10 @@ def commit(
                 anchor=new_params_anchor,
                 unknown=unknown_optimizer,
             )
+        update_followers(
+            model, remaps, skip=optimizer, names_before=names_before, added=added,
+            removed=lost, anchor=new_params_anchor, unknown=unknown_optimizer,
+        )  # fmt: skip
     except BaseException:
         tx.rollback()
         raise

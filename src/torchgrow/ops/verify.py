@@ -64,9 +64,10 @@ class Verifier:
         The edit, for messages (``"widen('fc1', k=4)"``).
     preserve : bool
         Whether the edit promised to keep the function.
-    example : Tensor, optional
-        The input to check on (default: the model's example input,
-        :func:`torchgrow.graph.example_of`).
+    example : Tensor or tuple, optional
+        The input to check on: a tensor (``model(example)``) or ``(args,
+        kwargs)``. Default: the model's example input
+        (:func:`torchgrow.graph.example_of`).
 
     Attributes
     ----------
@@ -77,12 +78,19 @@ class Verifier:
     """
 
     def __init__(
-        self, model: nn.Module, what: str, *, preserve: bool, example: Tensor | None = None
+        self,
+        model: nn.Module,
+        what: str,
+        *,
+        preserve: bool,
+        example: Tensor | tuple[tuple, dict] | None = None,
     ) -> None:
         from ..graph import example_of
 
         self.model, self.what, self.preserve = model, what, preserve
-        self.example: Any = example_of(model) if example is None else ((example,), {})
+        self.example: Any = example_of(model) if example is None else example
+        if isinstance(self.example, Tensor):
+            self.example = ((self.example,), {})
         self.before: list[Tensor] | None = None
         self.max_delta = float("nan")
         if self.example is not None:
