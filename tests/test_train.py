@@ -333,3 +333,38 @@ def test_growth_batches_can_come_from_a_loader_of_their_own(digits, tmp_path):
         history.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), k
+
+
+def test_the_loops_pieces_compose_into_fit(digits, tmp_path):
+    """train_epoch + validate + save_checkpoint, called by hand, give what fit gives."""
+    from torchgrow.train import resume, save_checkpoint, train_epoch, validate
+
+    model, opt, grower = _grown_setup()
+    history = fit(model, opt, digits, epochs=2, grower=grower, seed=0, progress=False)
+    expected = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    model, opt, grower = _grown_setup()
+    torch.manual_seed(0)
+    train_loader, test_loader = digits.loaders(128, seed=0)
+    compute = TrainingCompute(model, digits.x_train[:1])
+    step, rows = 0, []
+    for _ in range(2):
+        train_loss, events, step = train_epoch(
+            model, opt, train_loader, torch.nn.functional.cross_entropy, grower, None,
+            compute, step=step,
+        )  # fmt: skip
+        rows.append((train_loss, *validate(model, test_loader, torch.nn.functional.cross_entropy)))
+    got = model.state_dict()
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    assert [(r["train_loss"], r["val_loss"], r["val_accuracy"]) for r in history.rows] == rows
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model, opt, grower, epoch=2, step=step, seconds=0.0, history=history,
+                    compute=compute, scheduler=None, loader=train_loader)  # fmt: skip
+    back, _, back_grower, _, state = resume(
+        path, None, None, None, torch.nn.functional.cross_entropy
+    )
+    assert (state["epoch"], state["step"]) == (2, step)
+    assert all(torch.equal(back.state_dict()[k], got[k]) for k in got)
+    assert back_grower.state.events == grower.state.events == len(history.events) // 2 == 2
