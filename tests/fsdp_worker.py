@@ -565,5 +565,41 @@ def main() -> None:
             dist.destroy_process_group()
 
 
+def fit_run(out: Path, sharded: bool) -> dict[str, Any]:
+    """torchgrow.train.fit on the residual MLP with methods.GradMax: under FSDP (the model
+    sharded, the method's grower as fsdp.Grower.of), each global batch cut into one slice per
+    rank; alone, the same loaders in one process."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchgrow import methods
+    from torchgrow.train import fit
+
+    g = torch.Generator().manual_seed(7)
+    x, y = torch.randn(72, 5, generator=g), torch.randint(0, 3, (72,), generator=g)
+    train = DataLoader(TensorDataset(x[:48], y[:48]), batch_size=BATCH, shuffle=False)
+    test = DataLoader(TensorDataset(x[48:], y[48:]), batch_size=BATCH)
+    model = mlp()
+    if sharded:
+        _shard(model)
+    set_example(model, x[:4])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    grower = methods.GradMax(
+        model, opt, update_frequency=3, start_iteration=3, n_growth_steps=2,
+        layers=["b0.fc1", "b1.fc1"], loss_fn=_loss,
+    )  # fmt: skip
+    if sharded:
+        grower = fsdp.Grower.of(grower)
+    history = fit(model, opt, (train, test), epochs=2, loss_fn=_loss, grower=grower, progress=False)
+    return {
+        "final": _state(model, opt),
+        "rows": [(r["train_loss"], r["val_loss"], r["val_accuracy"], r["parameters"])
+                 for r in history.rows],
+        "events": [(e.step, e.unit, e.width_after) for e in history.events],
+    }  # fmt: skip
+
+
+SCENARIOS["fit"] = fit_run
+
+
 if __name__ == "__main__":
     main()

@@ -40,7 +40,7 @@ def _run(args: list[str], out: Path) -> None:
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 HF = ",hf_llama,hf_gpt2,hf_bert" if HAS_TRANSFORMERS else ""
-POLICIES = "grower_rewarm,grower_reset"
+POLICIES = "grower_rewarm,grower_reset,fit"
 
 
 @pytest.fixture(scope="module")
@@ -267,6 +267,20 @@ def _small_gpt():
 
 
 @needs_gloo
+def test_fit_refuses_its_own_checkpoints_of_a_sharded_model(one_rank, tmp_path):
+    from torch.distributed.fsdp import fully_shard
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchgrow.train import fit
+
+    model = fully_shard(nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2)), mesh=one_rank)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    with pytest.raises(ValueError, match=r"torchgrow.fsdp.save"):
+        fit(model, opt, (loader, None), epochs=1, log_dir=tmp_path, checkpoint_every=1)
+
+
+@needs_gloo
 def test_refusals_under_fsdp_change_nothing(one_rank, tmp_path):
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import Shard
@@ -351,6 +365,21 @@ def test_the_fsdp_grower_refuses_a_model_without_fsdp_state():
 def test_the_fsdp_grower_of_takes_only_a_grower():
     with pytest.raises(GrowthInputError, match="expected a torchgrow.Grower, got Linear"):
         fsdp.Grower.of(nn.Linear(3, 2))
+
+
+@needs_gloo
+def test_fit_trains_and_grows_a_sharded_model_as_one_process_does(saved):
+    """torchgrow.train.fit under FSDP (no DDP wrapper; each global batch cut into one slice per
+    rank; every rank evaluating every example) with methods.GradMax through fsdp.Grower.of:
+    the same rows, growth events, parameters and Adam moments as fit in one process."""
+    r0, r1, single = saved("fit-rank0"), saved("fit-rank1"), saved("fit-single")
+    assert r0["events"] == single["events"] == [
+        (3, "b0.fc1", 11), (3, "b1.fc1", 13), (6, "b0.fc1", 13), (6, "b1.fc1", 15)
+    ]  # fmt: skip
+    for a, b in zip(r0["rows"], single["rows"], strict=True):
+        assert a[2:] == b[2:] and a[:2] == pytest.approx(b[:2], rel=1e-6)
+    assert _max_diff(r0["final"], single["final"]) <= 1e-6
+    assert _max_diff(r0["final"], r1["final"]) == 0
 
 
 @needs_gloo

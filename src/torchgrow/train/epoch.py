@@ -249,13 +249,24 @@ def validate(model: nn.Module, loader: DataLoader, loss_fn: LossFn) -> tuple[flo
 
     Under ``torch.distributed`` every rank scores its share of the examples and
     the results are combined; one process scores them all
-    (:func:`torchgrow.why.evaluate`).
+    (:func:`torchgrow.why.evaluate`), and so does every rank of a model sharded
+    with ``fully_shard`` (whose forward passes are collectives).
     """
     # gathered each epoch on purpose: iterating a loader draws from the global
     # RNG, as the single-process evaluate does, so both runs stay in step
-    res = (
-        distributed.evaluate(model, _all_examples(loader), loss_fn)
-        if distributed.is_active()
-        else evaluate(model, loader, loss_fn)  # type: ignore[arg-type]
-    )
+    if not distributed.is_active():
+        res = evaluate(model, loader, loss_fn)  # type: ignore[arg-type]
+    elif is_fsdp(model):  # every forward is a collective: every rank scores every example
+        res = evaluate(model, _all_examples(loader), loss_fn)
+    else:
+        res = distributed.evaluate(model, _all_examples(loader), loss_fn)
     return float(res["loss"]), (float(res["accuracy"]) if "accuracy" in res else None)
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    """Whether ``model`` is sharded with ``fully_shard`` (trained without a DDP wrapper)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return False  # fully_shard needs a process group
+    from ..fsdp.state import is_sharded
+
+    return is_sharded(model)

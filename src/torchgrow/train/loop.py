@@ -26,6 +26,7 @@ from .epoch import (
     _example_input,
     _has_examples,
     _resolve_loaders,
+    is_fsdp,
     train_epoch,
     validate,
 )
@@ -177,7 +178,7 @@ def fit(
         start_epoch, step = int(fit_state["epoch"]), int(fit_state["step"])
         seconds_before = float(fit_state["seconds"])
     assert model is not None and optimizer is not None
-    _check_objects(model, optimizer, grower, scheduler)
+    _check_objects(model, optimizer, grower, scheduler, checkpoint_every)
     if compute is None:
         compute = TrainingCompute(model, _example_input(train_loader))
     elif compute.model is not model:
@@ -238,12 +239,21 @@ def _check_arguments(
 
 
 def _check_objects(
-    model: nn.Module, optimizer: torch.optim.Optimizer, grower: Grower | None, scheduler: Any
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    grower: Grower | None,
+    scheduler: Any,
+    checkpoint_every: int | None,
 ) -> None:
     if grower is not None and (grower.model is not model or grower.optimizer is not optimizer):
         raise ValueError("the grower must grow this model and carry this optimizer")
     if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
         raise ValueError("the scheduler must be built on this optimizer")
+    if checkpoint_every is not None and is_fsdp(model):
+        raise ValueError(
+            "checkpoint_every under fully_shard: a sharded model is saved by every rank with "
+            "torch.distributed.checkpoint; call torchgrow.fsdp.save(...) from on_epoch_end instead"
+        )
 
 
 @dataclass
@@ -270,7 +280,9 @@ class _Loop:
     seconds_before: float
 
     def __post_init__(self) -> None:
-        self.ddp = distributed.GrowingDDP(self.model) if distributed.is_active() else None
+        # FSDP reduces the gradients itself; a replicated model gets the DDP wrapper
+        wrap = distributed.is_active() and not is_fsdp(self.model)
+        self.ddp = distributed.GrowingDDP(self.model) if wrap else None
         self.growth = GrowthBatches(self.growth_data) if self.growth_data is not None else None
         self.started = time.perf_counter()
         try:
