@@ -267,6 +267,35 @@ def _small_gpt():
 
 
 @needs_gloo
+def test_run_with_fsdp_on_2_processes_matches_one_process(tmp_path):
+    import csv
+
+    from torchgrow import cli
+
+    argv = ["run", "--method", "gradmax", "--data", "digits", "--epochs", "2", "--grow-every"]
+    argv += ["10", "--grow-times", "2", "--units", "4", "--batch-size", "32", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torchgrow", *argv, "--nproc", "2", "--fsdp"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path / "fsdp")], capture_output=True,
+                          text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    rows = {}
+    for name in ("fsdp", "one"):
+        with open(tmp_path / name / "metrics.csv") as fh:
+            rows[name] = list(csv.DictReader(fh))
+    assert len(rows["fsdp"]) == len(rows["one"]) == 2
+    for a, b in zip(rows["fsdp"], rows["one"], strict=True):
+        for key in ("parameters", "training_flops", "val_accuracy", "growth_events"):
+            assert a[key] == b[key], key
+        assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
+    # alone, --fsdp has nothing to shard over
+    alone = subprocess.run([sys.executable, "-m", "torchgrow", *argv, "--fsdp"],
+                           capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+    assert alone.returncode == 2 and "add --nproc N" in alone.stderr
+
+
+@needs_gloo
 def test_fit_refuses_its_own_checkpoints_of_a_sharded_model(one_rank, tmp_path):
     from torch.distributed.fsdp import fully_shard
     from torch.utils.data import DataLoader, TensorDataset

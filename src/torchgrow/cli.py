@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cli_user, distributed
+from . import cli_fsdp, cli_user, distributed
 from . import data as tg_data
 from . import how as tg_how
 from . import models as tg_models
@@ -292,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bar (default: when stderr is a terminal)",
     )
     _add_nproc(run)
+    run.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="with --nproc N: shard the model with fully_shard (FSDP2) over the N processes "
+        f"instead of replicating it; methods {', '.join(cli_fsdp.FSDP_METHODS)}",
+    )
     run.set_defaults(subparser=run)
 
     demo = sub.add_parser(
@@ -478,6 +484,8 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--checkpoint-every needs --out DIR (the checkpoint is written there)")
     if args.tensorboard and args.out is None:
         parser.error("--tensorboard needs --out DIR (the event files are written there)")
+    if args.fsdp:
+        cli_fsdp.check(args, parser)
     try:
         device = torch.device(args.device)
     except RuntimeError as exc:
@@ -500,8 +508,12 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             model = _build_model(args, ds).to(device)
         except ValueError as exc:
             parser.error(str(exc))
+        if args.fsdp:
+            cli_fsdp.shard(model, ds.x_train[:4], device)
         optimizer = _build_optimizer(args, model)
         grower = METHODS[args.method].make_grower(model, optimizer, args)
+        if args.fsdp:
+            grower = cli_fsdp.grower_for(grower)
     start = time.perf_counter()
     history = fit(
         model,
