@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import distributed
-from .batches import run_model, split_batch
+from .batches import n_rows, run_model, split_batch
 from .errors import GrowthInputError
 from .graph import find_unit, growable_units
 from .how import fan_out_vectors
@@ -140,7 +140,7 @@ def dense_weight_gradients(
                 dilation=m.dilation,
                 groups=m.groups,
             )
-    return distributed.weighted_mean(out, len(x))
+    return distributed.weighted_mean(out, n_rows(x) or 0)
 
 
 def grow_by_gradient(
