@@ -280,7 +280,18 @@ def prune_by_magnitude(
     if not 0.0 <= fraction < 1.0:
         raise GrowthInputError(f"fraction must be in [0, 1), got {fraction!r}")
     chosen = _layers(model, layers, masked_only=False)
-    bns = _following_batchnorm(model)
+    return prune_smallest(chosen, _following_batchnorm(model), fraction, optimizer, keep_min)
+
+
+def prune_smallest(
+    chosen: dict[str, nn.Module],
+    bns: dict[str, _BatchNorm],
+    fraction: float,
+    optimizer: torch.optim.Optimizer | None,
+    keep_min: int,
+) -> dict[str, int]:
+    """The second half of :func:`prune_by_magnitude`: prune the smallest active weights of each
+    layer of ``chosen`` (magnitudes scaled by the BatchNorm of ``bns`` after it)."""
     plan: dict[str, Tensor] = {}
     for n, m in chosen.items():
         mask = mask_of(m)

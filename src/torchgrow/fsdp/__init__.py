@@ -41,10 +41,11 @@ growth batch through the sharded model, and each growth step is one checked edit
 
 Layout: ``state`` (reading FSDP's state), ``gather`` (gather and shard again,
 atomically), ``width`` (width edits and the checked edit), ``depth`` (new blocks),
-``grower`` (the Grower under FSDP), ``checkpoint``.
+``grower`` (the Grower under FSDP), ``connections`` (NeST's masks), ``checkpoint``.
 """
 
 from .checkpoint import ARCHITECTURE_FILE, load, plain_mirror, restore, save
+from .connections import grow_connections, prune_connections
 from .depth import insert_identity_block, stack_blocks
 from .gather import gathered
 from .grower import Grower, flush_subnormal_shards
@@ -60,6 +61,7 @@ __all__ = [
     "edit",
     "flush_subnormal_shards",
     "gathered",
+    "grow_connections",
     "grow_ffn",
     "grow_hidden",
     "insert_identity_block",
@@ -67,6 +69,7 @@ __all__ = [
     "load",
     "plain_copy",
     "plain_mirror",
+    "prune_connections",
     "reshard_idle",
     "restore",
     "save",
