@@ -598,7 +598,49 @@ def fit_run(out: Path, sharded: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def nest(out: Path, sharded: bool) -> dict[str, Any]:
+    """NeST's connection growth and magnitude pruning on masked layers (density 0.5): under FSDP
+    with torchgrow.fsdp.grow_connections / prune_connections, each rank passing its half of the
+    growth batch; alone, torchgrow.connections on the whole batch."""
+    from torchgrow import connections
+
+    model = mlp()
+    layers = ["b0.fc1", "b1.fc1"]
+    g = torch.Generator().manual_seed(3)
+    for name in layers:
+        ops.apply_mask(model.get_submodule(name), density=0.5, generator=g)
+    if sharded:
+        _shard(model)
+    set_example(model, _data("mlp", 40)[0][:4])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rank, n = (dist.get_rank(), dist.get_world_size()) if sharded else (0, 1)
+    _train(model, opt, "mlp", range(STEPS_BEFORE))
+    gx, gy = _data("mlp", 60)
+    share = (gx.chunk(n)[rank], gy.chunk(n)[rank])
+    if sharded:
+        grown = fsdp.grow_connections(model, share, _loss, layers=layers, fraction=0.25,
+                                      optimizer=opt)  # fmt: skip
+    else:
+        grown = connections.grow_by_gradient(model, share, _loss, fraction=0.25, layers=layers,
+                                             optimizer=opt)  # fmt: skip
+    res: dict[str, Any] = {"grown": grown, "after_growth": _state(model, opt)}
+    _train(model, opt, "mlp", range(STEPS_BEFORE, STEPS_BEFORE + STEPS_AFTER))
+    if sharded:
+        res["pruned"] = fsdp.prune_connections(model, 0.2, layers=layers, optimizer=opt)
+    else:
+        res["pruned"] = connections.prune_by_magnitude(model, 0.2, layers=layers, optimizer=opt)
+    _train(model, opt, "mlp", range(10, 12))
+    res["final"] = _state(model, opt)
+    res["masks"] = {n: ops.mask_of(model.get_submodule(n)).clone() for n in layers}
+    res["dormant_max"] = max(
+        float(res["final"]["params"][f"{n}.weight"][res["masks"][n] == 0].abs().max())
+        for n in layers
+    )
+    return res
+
+
 SCENARIOS["fit"] = fit_run
+SCENARIOS["nest"] = nest
 
 
 if __name__ == "__main__":

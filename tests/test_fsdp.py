@@ -40,7 +40,7 @@ def _run(args: list[str], out: Path) -> None:
 
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 HF = ",hf_llama,hf_gpt2,hf_bert" if HAS_TRANSFORMERS else ""
-POLICIES = "grower_rewarm,grower_reset,fit"
+POLICIES = "grower_rewarm,grower_reset,fit,nest"
 
 
 @pytest.fixture(scope="module")
@@ -296,6 +296,29 @@ def test_run_with_fsdp_on_2_processes_matches_one_process(tmp_path):
 
 
 @needs_gloo
+def test_nest_under_fsdp_refuses_unmasked_layers_and_bad_fractions(one_rank):
+    from torch.distributed.fsdp import fully_shard
+
+    from torchgrow.graph import set_example
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    fully_shard(model, mesh=one_rank)
+    set_example(model, torch.randn(2, 3))
+    batch = (torch.randn(4, 3), torch.randint(0, 2, (4,)))
+    before = {k: v.full_tensor().clone() for k, v in model.state_dict().items()}
+    loss = nn.functional.cross_entropy
+    with pytest.raises(GrowthInputError, match="'0' has no connection mask"):
+        fsdp.grow_connections(model, batch, loss, layers=["0"], fraction=0.5)
+    with pytest.raises(GrowthInputError, match=r"fraction must be in \(0, 1\]"):
+        fsdp.grow_connections(model, batch, loss, layers=["0"], fraction=0.0)
+    with pytest.raises(GrowthInputError, match=r"fraction must be in \[0, 1\)"):
+        fsdp.prune_connections(model, 1.0, layers=["0"])
+    after = {k: v.full_tensor() for k, v in model.state_dict().items()}
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@needs_gloo
 def test_fit_refuses_its_own_checkpoints_of_a_sharded_model(one_rank, tmp_path):
     from torch.distributed.fsdp import fully_shard
     from torch.utils.data import DataLoader, TensorDataset
@@ -394,6 +417,23 @@ def test_the_fsdp_grower_refuses_a_model_without_fsdp_state():
 def test_the_fsdp_grower_of_takes_only_a_grower():
     with pytest.raises(GrowthInputError, match="expected a torchgrow.Grower, got Linear"):
         fsdp.Grower.of(nn.Linear(3, 2))
+
+
+@needs_gloo
+def test_nest_grows_and_prunes_connections_under_fsdp_as_in_one_process(saved):
+    """Masked layers train under FSDP with their dormant weights at exactly 0; NeST's scores
+    (dL/dW of every entry) from the ranks' halves of the growth batch, reduced over the ranks,
+    activate the same connections as one process on the whole batch, and magnitude pruning
+    prunes the same ones; parameters and Adam moments equal one process to 1e-6."""
+    r0, r1, single = saved("nest-rank0"), saved("nest-rank1"), saved("nest-single")
+    assert r0["grown"] == r1["grown"] == single["grown"] == {"b0.fc1": 8, "b1.fc1": 10}
+    assert r0["pruned"] == single["pruned"] and sum(r0["pruned"].values()) > 0
+    for name, mask in single["masks"].items():
+        assert torch.equal(r0["masks"][name], mask) and torch.equal(r1["masks"][name], mask)
+    assert r0["dormant_max"] == r1["dormant_max"] == single["dormant_max"] == 0.0
+    assert _max_diff(r0["after_growth"], single["after_growth"]) <= 1e-6
+    assert _max_diff(r0["final"], single["final"]) <= 1e-6
+    assert _max_diff(r0["final"], r1["final"]) == 0
 
 
 @needs_gloo
