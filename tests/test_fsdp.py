@@ -319,6 +319,33 @@ def test_nest_under_fsdp_refuses_unmasked_layers_and_bad_fractions(one_rank):
 
 
 @needs_gloo
+def test_compare_with_fsdp_on_2_processes_matches_one_process(tmp_path):
+    import json
+
+    from torchgrow import cli
+    from torchgrow.compare import CompareConfig
+
+    argv = ["compare", "--methods", "static,gradmax", "--data", "digits", "--seeds", "1"]
+    argv += ["--budget", "3", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torchgrow", *argv, "--nproc", "2", "--fsdp"]
+    proc = subprocess.run([*cmd, "--out", str(tmp_path / "fsdp")], capture_output=True,
+                          text=True, timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    keys = ("test_accuracy", "val_accuracy", "parameters", "training_flops", "growth_events")
+    for method in ("static", "gradmax"):
+        a, b = (json.loads((tmp_path / d / "runs" / method / "seed0" / "result.json").read_text())
+                for d in ("fsdp", "one"))  # fmt: skip
+        assert a["processes"] == 2 and {k: a[k] for k in keys} == {k: b[k] for k in keys}
+    assert "fsdp = true" in (tmp_path / "fsdp" / "config.toml").read_text()
+    with pytest.raises(GrowthInputError, match=r"methods \['nest'\] are not run sharded"):
+        CompareConfig(methods=("static", "nest"), fsdp=True)
+    with pytest.raises(SystemExit):  # alone: nothing to shard over
+        cli.main([*argv, "--fsdp", "--out", str(tmp_path / "alone")])
+
+
+@needs_gloo
 def test_fit_refuses_its_own_checkpoints_of_a_sharded_model(one_rank, tmp_path):
     from torch.distributed.fsdp import fully_shard
     from torch.utils.data import DataLoader, TensorDataset

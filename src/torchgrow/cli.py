@@ -391,6 +391,13 @@ def _add_compare_parsers(sub: Any) -> None:
     )
     _add_nproc(cmp)
     cmp.add_argument(
+        "--fsdp",
+        action="store_true",
+        default=None,
+        help="with --nproc N: shard each run's model with fully_shard (FSDP2) over the N "
+        "processes; methods static, random, gradmax",
+    )
+    cmp.add_argument(
         "--tensorboard",
         action="store_true",
         help="also write each run's curves for TensorBoard (pip install torchgrow[tensorboard])",
@@ -710,6 +717,7 @@ def _cmd_compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             "test_size": args.test_size,
             "threads": args.threads,
             "epoch_tokens": args.epoch_tokens,
+            "fsdp": args.fsdp,
         }
         values.update({k: v for k, v in flags.items() if v is not None})
         cfg = CompareConfig.from_dict(values)

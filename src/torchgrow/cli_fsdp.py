@@ -40,26 +40,11 @@ def check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _layers(module: nn.Module) -> list[nn.Module]:
-    """The modules sharded one by one: children holding parameters, containers opened."""
-    out: list[nn.Module] = []
-    for child in module.children():
-        if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
-            out += _layers(child)
-        elif any(True for _ in child.parameters()):
-            out.append(child)
-    return out
-
-
 def shard(model: nn.Module, example: torch.Tensor, device: torch.device) -> nn.Module:
     """Shard ``model`` in place (per layer and at the root) and give it its example input."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from .fsdp.wrap import shard_layers
 
-    mesh = init_device_mesh(device.type, (distributed.world_size(),))
-    for layer in _layers(model):
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    shard_layers(model, device_type=device.type)
     set_example(model, example.to(device))  # every edit under FSDP is checked on it
     return model
 

@@ -44,7 +44,7 @@ import torch
 
 from . import __version__, contenders_lm, distributed
 from . import data as tg_data
-from .contenders import CONTENDERS, Context, Interrupted, Outcome
+from .contenders import CONTENDERS, FSDP_CONTENDERS, Context, Interrupted, Outcome
 from .errors import GrowthInputError
 from .train import tensorboard_writer
 from .why import count_parameters, flops_per_example
@@ -121,6 +121,12 @@ class CompareConfig:
     epoch_tokens : int, optional
         The gpt family's epoch, in training tokens (default: the training split's
         length); a step trains on ``batch_size x 64`` tokens.
+    fsdp : bool
+        Under ``torchrun``, shard each run's model with ``fully_shard`` (per layer
+        and at the root, :func:`torchgrow.fsdp.shard_layers`) instead of replicating
+        it; the mlp family's ``static``, ``random`` and ``gradmax`` only (the others
+        edit more of the model than the gathered units), and the runs are not
+        resumable (their checkpoints would hold whole models).
     """
 
     name: str = "compare"
@@ -139,6 +145,7 @@ class CompareConfig:
     threads: int | None = None
     model: str = "mlp"
     epoch_tokens: int | None = None
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         if self.model not in FAMILY_DEFAULTS:
@@ -198,6 +205,16 @@ class CompareConfig:
             raise GrowthInputError(f"lr must be > 0, got {self.lr!r}")
         if not 0 < self.val_fraction < 1:
             raise GrowthInputError(f"val_fraction must be in (0, 1), got {self.val_fraction!r}")
+        self._check_fsdp()
+
+    def _check_fsdp(self) -> None:
+        if self.fsdp is not True and self.fsdp is not False:
+            raise GrowthInputError(f"fsdp must be true or false, got {self.fsdp!r}")
+        other = [m for m in self.methods if m not in FSDP_CONTENDERS]
+        if self.fsdp and other:
+            raise GrowthInputError(
+                f"fsdp: methods {other} are not run sharded; choose from {list(FSDP_CONTENDERS)}"
+            )
 
     # ------------------------------------------------------------------ TOML
     def to_dict(self) -> dict[str, Any]:
@@ -582,6 +599,8 @@ def run_compare(
         raise GrowthInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "ray" and distributed.is_active():
         raise GrowthInputError("--backend ray runs its own workers: do not launch it with torchrun")
+    if cfg.fsdp and not distributed.is_active():
+        raise GrowthInputError("fsdp shards each model over several processes: add --nproc N")
     if backend != "ray" and address is not None:
         raise GrowthInputError("--address is the address of a Ray cluster: use --backend ray")
     out = Path(out)

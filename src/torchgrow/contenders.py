@@ -47,6 +47,7 @@ from . import how as tg_how
 from . import methods
 from . import models as tg_models
 from .data import Dataset
+from .graph import set_example
 from .grower import Grower
 from .size import Units
 from .train import fit
@@ -220,6 +221,10 @@ def _flops_at(step: int, rows: list[dict[str, Any]]) -> int:
     return int(prev_flops)
 
 
+FSDP_CONTENDERS = ("static", "random", "gradmax")
+"""The contenders that run with their model sharded (``CompareConfig(fsdp=True)``)."""
+
+
 def _fit_contender(ctx: Context, grow: str | None) -> Outcome:
     """static / random / gradmax: the MLP in-w-w-out trained by :func:`fit`, resumable."""
     cfg = ctx.config
@@ -251,12 +256,20 @@ def _fit_contender(ctx: Context, grow: str | None) -> Outcome:
         on_epoch_end=stop,
         seed=ctx.seed,
     )
-    if checkpoint.exists():
+    sharded = bool(getattr(cfg, "fsdp", False))
+    if sharded:  # a sharded model is saved by every rank (torchgrow.fsdp.save), not by fit
+        common["checkpoint_every"] = None
+    if checkpoint.exists() and not sharded:
         history = fit(None, None, loaders, resume_from=checkpoint, **common)
     else:
         torch.manual_seed(ctx.seed)
         w = cfg.width
         model = tg_models.mlp([n_in, w, w, n_out], activation="relu1")
+        if sharded:
+            from .fsdp import shard_layers
+
+            shard_layers(model)
+            set_example(model, train.x_train[:4])
         optimizer = _sgd(model, cfg)
         grower = None
         if grow is not None:
@@ -275,6 +288,10 @@ def _fit_contender(ctx: Context, grow: str | None) -> Outcome:
                 how=how,
                 size=Units(units),
             )
+            if sharded:
+                from .fsdp import Grower as ShardedGrower
+
+                grower = ShardedGrower.of(grower)
         history = fit(model, optimizer, loaders, grower=grower, **common)
     if len(history.rows) < epochs:
         raise Interrupted(f"stopped after epoch {len(history.rows)} of {epochs}")

@@ -41,7 +41,7 @@ growth batch through the sharded model, and each growth step is one checked edit
 
 Layout: ``state`` (reading FSDP's state), ``gather`` (gather and shard again,
 atomically), ``width`` (width edits and the checked edit), ``depth`` (new blocks),
-``grower`` (the Grower under FSDP), ``connections`` (NeST's masks), ``checkpoint``.
+``grower`` (the Grower under FSDP), ``connections`` (NeST's masks), ``checkpoint``, ``wrap`` (``fully_shard`` per layer).
 """
 
 from .checkpoint import ARCHITECTURE_FILE, load, plain_mirror, restore, save
@@ -51,6 +51,7 @@ from .gather import gathered
 from .grower import Grower, flush_subnormal_shards
 from .state import FSDPGrowthError, check_supported, is_sharded, plain_copy, reshard_idle
 from .width import add_heads, edit, grow_ffn, grow_hidden, widen
+from .wrap import shard_layers
 
 __all__ = [
     "ARCHITECTURE_FILE",
@@ -73,6 +74,7 @@ __all__ = [
     "reshard_idle",
     "restore",
     "save",
+    "shard_layers",
     "stack_blocks",
     "widen",
 ]
