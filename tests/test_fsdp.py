@@ -266,20 +266,26 @@ def _small_gpt():
     return models.gpt(vocab_size=11, context=6, d_model=8, n_layer=2, n_head=2, d_ff=12)
 
 
+def _sharded_and_alone(argv: list[str], out: Path) -> None:
+    """``torchgrow ARGV --nproc 2 --fsdp --out OUT/fsdp``, then ``ARGV --out OUT/one`` in this
+    process."""
+    from torchgrow import cli
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torchgrow", *argv, "--nproc", "2", "--fsdp"]
+    proc = subprocess.run([*cmd, "--out", str(out / "fsdp")], capture_output=True, text=True,
+                          timeout=600, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert cli.main([*argv, "--out", str(out / "one")]) == 0
+
+
 @needs_gloo
 def test_run_with_fsdp_on_2_processes_matches_one_process(tmp_path):
     import csv
 
-    from torchgrow import cli
-
     argv = ["run", "--method", "gradmax", "--data", "digits", "--epochs", "2", "--grow-every"]
     argv += ["10", "--grow-times", "2", "--units", "4", "--batch-size", "32", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torchgrow", *argv, "--nproc", "2", "--fsdp"]
-    proc = subprocess.run([*cmd, "--out", str(tmp_path / "fsdp")], capture_output=True,
-                          text=True, timeout=600, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    _sharded_and_alone(argv, tmp_path)
     rows = {}
     for name in ("fsdp", "one"):
         with open(tmp_path / name / "metrics.csv") as fh:
@@ -290,6 +296,7 @@ def test_run_with_fsdp_on_2_processes_matches_one_process(tmp_path):
             assert a[key] == b[key], key
         assert float(a["val_loss"]) == pytest.approx(float(b["val_loss"]), rel=1e-5)
     # alone, --fsdp has nothing to shard over
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     alone = subprocess.run([sys.executable, "-m", "torchgrow", *argv, "--fsdp"],
                            capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
     assert alone.returncode == 2 and "add --nproc N" in alone.stderr
@@ -327,12 +334,7 @@ def test_compare_with_fsdp_on_2_processes_matches_one_process(tmp_path):
 
     argv = ["compare", "--methods", "static,gradmax", "--data", "digits", "--seeds", "1"]
     argv += ["--budget", "3", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torchgrow", *argv, "--nproc", "2", "--fsdp"]
-    proc = subprocess.run([*cmd, "--out", str(tmp_path / "fsdp")], capture_output=True,
-                          text=True, timeout=600, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert cli.main([*argv, "--out", str(tmp_path / "one")]) == 0
+    _sharded_and_alone(argv, tmp_path)
     keys = ("test_accuracy", "val_accuracy", "parameters", "training_flops", "growth_events")
     for method in ("static", "gradmax"):
         a, b = (json.loads((tmp_path / d / "runs" / method / "seed0" / "result.json").read_text())
