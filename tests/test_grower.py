@@ -258,6 +258,37 @@ def test_gradmax_gradient_norms_are_exact_without_the_measuring_backward(build, 
         assert a.max_abs_delta <= 1e-6 and b.max_abs_delta <= 1e-6  # zero fan-in preserves
 
 
+def test_only_the_units_without_exact_norms_are_measured(monkeypatch):
+    """fc1 (ReLU1 after it) has its norms from the closed form, fc2 (GELU after it) has not:
+    the measuring backward is asked for fc2 alone, and both agree with measuring everything."""
+    from torchgrow.how import GradMax
+
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(OrderedDict(fc1=nn.Linear(8, 4), a1=ReLU1(), fc2=nn.Linear(4, 4),
+                                         a2=nn.GELU(), fc3=nn.Linear(4, 3)))  # fmt: skip
+
+    measured: list[list[str]] = []
+    real = Grower._measure_gradients
+
+    def spy(self, events, *args):
+        measured.append([e.unit for e in events])
+        return real(self, events, *args)
+
+    monkeypatch.setattr(Grower, "_measure_gradients", spy)
+    x, y = data()
+    cheap = _one_step(build(), GradMax(), True, x, y)
+    assert measured == [["fc2"]]
+    full = _one_step(build(), GradMax(), "full", x, y)
+    assert measured[1] == ["fc1", "fc2"]
+    assert [e.unit for e in cheap] == ["fc1", "fc2"]
+    assert "grad_norm_fan_in" in cheap[0].info and "grad_norm_fan_in" not in cheap[1].info
+    for a, b in zip(cheap, full, strict=True):
+        assert b.grad_norm_fan_in > 0
+        assert a.grad_norm_fan_in == pytest.approx(b.grad_norm_fan_in, rel=1e-4)
+        assert a.grad_norm_fan_out == pytest.approx(b.grad_norm_fan_out, abs=1e-6)
+
+
 def test_output_change_is_read_on_the_first_rows_of_the_growth_batch():
     """A growth that changes the function: the change reported is the largest over the first
     rows (the forward that verifies the step computes it); "full" reads it on the whole batch."""

@@ -459,12 +459,16 @@ class Grower:
                 delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
                 for ev in events:
                     ev.max_abs_delta = delta
-            known = ("grad_norm_fan_in", "grad_norm_fan_out")
-            if self.measure is True and all(all(k in ev.info for k in known) for ev in events):
-                for ev in events:  # exact by construction (the initialiser says so)
-                    ev.grad_norm_fan_in, ev.grad_norm_fan_out = (ev.info[k] for k in known)
-            elif self.measure:
-                self._measure_gradients(events, batch, loss_fn, before)
+            unknown = list(events) if self.measure == "full" else []
+            if self.measure is True:
+                known = ("grad_norm_fan_in", "grad_norm_fan_out")
+                for ev in events:  # exact by construction where the initialiser says so
+                    if all(k in ev.info for k in known):
+                        ev.grad_norm_fan_in, ev.grad_norm_fan_out = (ev.info[k] for k in known)
+                    else:
+                        unknown.append(ev)
+            if unknown:  # one backward, only as deep as the earliest of these units
+                self._measure_gradients(unknown, batch, loss_fn, before)
         if sample is not None and eb.verifier is not None:
             for ev in events:
                 ev.max_abs_delta = eb.verifier.max_delta
