@@ -22,11 +22,44 @@ from .errors import GrowthInputError
 from .graph import GrowableUnit, example_of, find_unit, set_example
 from .how.base import fan_out_block, fan_out_vectors
 from .ops.masks import is_masked, remove_mask
-from .ops.units import widen
+from .ops.units import shrink, widen
 
 __all__ = ["TrialGrowth"]
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# Pass-through ops after which one channel's values depend on that channel alone.
+CHANNELWISE = {
+    "ReLU1", "relu1", "ReLU", "relu", "relu_", "ReLU6", "relu6", "LeakyReLU", "leaky_relu",
+    "ELU", "elu", "SELU", "selu", "CELU", "celu", "GELU", "gelu", "SiLU", "silu", "Mish", "mish",
+    "Sigmoid", "sigmoid", "Tanh", "tanh", "tanh_", "Hardtanh", "hardtanh", "Hardswish",
+    "hardswish", "Hardsigmoid", "hardsigmoid", "Softplus", "softplus", "Softsign", "softsign",
+    "Identity", "Dropout", "dropout", "Dropout1d", "Dropout2d", "dropout2d",
+    "MaxPool1d", "MaxPool2d", "MaxPool3d", "max_pool1d", "max_pool2d", "max_pool3d",
+    "AvgPool1d", "AvgPool2d", "AvgPool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+}  # fmt: skip
+
+
+def _independent(unit: GrowableUnit, modules: Mapping[str, nn.Module]) -> bool:
+    """Whether the new units' values and gradients up to the consumers depend on no old unit:
+    one producer (its input cannot depend on its own channels), only channel-wise ops and
+    per-channel modules that treat each channel alone on the way."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    def alone(m: nn.Module) -> bool:
+        if isinstance(m, (_BatchNorm, _InstanceNorm)):
+            return True
+        return isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels
+
+    return (
+        len(unit.producers) == 1
+        and set(unit.between) <= CHANNELWISE
+        and all(alone(modules[n]) for n in unit.per_channel)
+    )
 
 
 class _StopForward(Exception):
@@ -44,6 +77,14 @@ class TrialGrowth:
         The unit to grow.
     k : int
         Number of new units.
+    local : bool
+        The copy serves only :meth:`local_objective` (and :meth:`fan_in_gradient` with
+        ``consumer_grads``). Where the new units' path is independent of the old units (one
+        producer; between it and the consumers only element-wise ops, pooling, BatchNorm,
+        InstanceNorm and depthwise convs), the copy then keeps the new units alone: the
+        consumers' outputs change by the new units' part only, so the objective's derivatives
+        in the new weights are the same, at the cost of ``k`` channels instead of
+        ``width + k``. Elsewhere the copy is the whole widened model, as without ``local``.
 
     Attributes
     ----------
@@ -53,11 +94,12 @@ class TrialGrowth:
         Consumer -> length of one new unit's fan-out vector.
     """
 
-    def __init__(self, model: nn.Module, unit: GrowableUnit, k: int) -> None:
+    def __init__(self, model: nn.Module, unit: GrowableUnit, k: int, local: bool = False) -> None:
         self.unit = unit
         self.k = k
         self.width = unit.width
         self.copy = copy.deepcopy(model)
+        self.copy.requires_grad_(False)  # only the new blocks are differentiated
         # Masked layers (dense-over-sparse) become plain layers holding their effective weight
         # (dormant entries are exactly 0): the copy computes the same function, and the new
         # units are fully connected, as ``widen``'s default ``new_connections="all"`` makes them.
@@ -70,6 +112,10 @@ class TrialGrowth:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             widen(self.copy, unit.name, k, verify=False)
+            self.alone = local and _independent(unit, dict(self.copy.named_modules()))
+            if self.alone:  # the old units' part of the consumers' outputs is left out
+                shrink(self.copy, unit.name, range(unit.width, unit.width + k))
+                self.width = 0
         grown = find_unit(self.copy, unit.name)
         self.factors = {c.name: c.factor for c in grown.consumers}
         mods = dict(self.copy.named_modules())
@@ -111,6 +157,11 @@ class TrialGrowth:
         ``(k, d)`` vectors (one per new unit, see :func:`torchgrow.how.fan_out_vectors`).
         Missing entries are zero.
         """
+        if self.alone:
+            raise GrowthInputError(
+                "this trial keeps the new units alone (local=True): it has no loss of the grown "
+                "network; use local_objective, or build the trial without local"
+            )
         x, y = split_batch(batch)
         args, kwargs = call_args(x)
         return loss_fn(functional_call(self.copy, self._weights(fan_in, fan_out), args, kwargs), y)

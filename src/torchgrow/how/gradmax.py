@@ -407,7 +407,7 @@ class GradMax(How):
         block = min(d, k + self.oversample)  # extra columns speed up convergence of the top k
         if min(d, d_in) <= self.map_blocks * block:
             return self._exact_map(unit, names, dims, d_in, k, stats, model)
-        trial = TrialGrowth(model, unit, block)
+        trial = TrialGrowth(model, unit, block, local=stats.consumer_grads is not None)
         v = torch.linalg.qr(torch.randn(d, block, generator=self.generator))[0]
 
         def gradients(vt: Tensor, create_graph: bool) -> list[Tensor]:
@@ -480,13 +480,13 @@ class GradMax(How):
         d = sum(dims)
         with torch.enable_grad():
             if d <= d_in:
-                trial = TrialGrowth(model, unit, d)
+                trial = TrialGrowth(model, unit, d, local=stats.consumer_grads is not None)
                 parts = dict(zip(names, torch.eye(d).split(dims, dim=1), strict=True))
                 gs = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=False,
                                            consumer_grads=stats.consumer_grads)  # fmt: skip
                 mat = torch.cat([g.reshape(d, -1) for g in gs.values()], 1).T  # (d_in, d)
             else:
-                trial = TrialGrowth(model, unit, d_in)
+                trial = TrialGrowth(model, unit, d_in, local=stats.consumer_grads is not None)
                 vt = torch.zeros(d_in, d, requires_grad=True)
                 parts = dict(zip(names, vt.split(dims, dim=1), strict=True))
                 gs = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=True,
