@@ -224,10 +224,10 @@ def _one_step(model, how, measure, x, y):
         return grower.step((x, y))
 
 
-def _conv_pair(bn: bool = False) -> nn.Sequential:
+def _conv_pair(bn: bool = False, batch_stats: bool = False) -> nn.Sequential:
     torch.manual_seed(0)
     layers = [nn.Conv2d(2, 4, 3, padding=1)]
-    layers += [nn.BatchNorm2d(4).eval()] if bn else []
+    layers += [nn.BatchNorm2d(4).train(batch_stats)] if bn else []
     layers += [ReLU1(), nn.Conv2d(4, 3, 3, stride=2), nn.Flatten()]
     return nn.Sequential(*layers)
 
@@ -239,6 +239,7 @@ def _conv_pair(bn: bool = False) -> nn.Sequential:
         (lambda: small_mlp(nn.GELU), (8,), False),  # GELU'(0) = 1/2: measured instead
         (_conv_pair, (2, 7, 7), True),
         (lambda: _conv_pair(bn=True), (2, 7, 7), True),  # a BatchNorm between: closed form too
+        (lambda: _conv_pair(bn=True, batch_stats=True), (2, 7, 7), True),  # with batch statistics
     ],
 )
 def test_gradmax_gradient_norms_are_exact_without_the_measuring_backward(build, shape, exact):

@@ -603,13 +603,14 @@ def _fan_in_norm_through_batchnorm(
     consumer's output gradient through the new fan-out) unchanged. With batch statistics the
     variance of an all-zero channel is 0, so the BatchNorm's backward is ``(d - mean(d)) /
     sqrt(eps)`` (the mean over the batch and positions); with running statistics it is ``d /
-    sqrt(1 + eps)``. The fan-in gradient is that pulled back to the producer's input. Returns
+    sqrt(1 + eps)``. The fan-in gradient is that pulled back to the producer's input (dense
+    pairs in float64, conv pairs by two convolutions in the statistics' precision). Returns
     None for shapes this does not cover (the grower then measures).
     """
     batch_stats = bn.training or bn.running_mean is None
     scale = (bn.eps if batch_stats else 1.0 + bn.eps) ** -0.5
-    h, g, v = h.double(), g.double(), block.detach().double()
     if isinstance(producer, nn.Linear) and h.dim() == 2 and g.dim() == 2:
+        h, g, v = h.double(), g.double(), block.detach().double()
         d = g @ v  # (batch, k)
         if batch_stats:
             d = d - d.mean(0, keepdim=True)
@@ -619,6 +620,8 @@ def _fan_in_norm_through_batchnorm(
     pad_p, pad_c = _conv_padding(producer), _conv_padding(consumer)
     if pad_p is None or pad_c is None or producer.groups != 1 or consumer.groups != 1:
         return None
+    v = block.detach().to(h.dtype)  # the convolutions in the statistics' precision
+    g = g.to(h.dtype)
     n, k = h.shape[0], v.shape[1]
     size = [
         (h.shape[2 + i] + 2 * pad_p[i] - producer.dilation[i] * (producer.kernel_size[i] - 1) - 1)
@@ -639,7 +642,7 @@ def _fan_in_norm_through_batchnorm(
         padding=pad_p,
         dilation=producer.dilation,
     )
-    return float(w.norm())
+    return float(w.double().norm())
 
 
 def _project(vectors: Tensor, norms: float) -> Tensor:
