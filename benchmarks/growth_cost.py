@@ -66,7 +66,7 @@ from torchgrow import Grower, methods, models
 from torchgrow import data as tg_data
 from torchgrow.how import GradMax as GradMaxHow
 from torchgrow.how import Random
-from torchgrow.how.gradmax import conv_pair_matrix
+from torchgrow.how.pair_matrix import conv_pair_matrix
 from torchgrow.ops.masks import apply_mask
 from torchgrow.size import Size
 from torchgrow.train import fit

@@ -22,18 +22,15 @@ from .base import (
     target_norm,
 )
 from .compnet import identity_layer, morphism_factors, prox_group_lasso, unit_group_norms
+from .descent import GradMaxOpt, LossDescent
 from .gradmax import (
     GradMax,
     GradMaxBatchNormWarning,
     GradMaxFallbackWarning,
-    GradMaxOpt,
     GradMaxRankWarning,
-    LossDescent,
-    conv_pair_matrix,
-    dense_pair_matrix,
-    fix_signs,
 )
 from .nest import NeSTFeatureMap, NeSTNeuron
+from .pair_matrix import conv_pair_matrix, dense_pair_matrix, fix_signs
 
 __all__ = [
     "Init",

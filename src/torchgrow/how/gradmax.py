@@ -1,4 +1,6 @@
-"""GradMax (Evci et al. 2022) and the baselines its paper compares against: GradMaxOpt, LossDescent.
+"""GradMax (Evci et al. 2022): zero fan-in, fan-out from the SVD of the gradient, or from the
+same objective solved by subspace iteration where no closed form covers the unit; its baselines
+are in :mod:`torchgrow.how.descent`.
 
 See ``docs/gradmax.md``.
 """
@@ -8,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import GrowthInputError, require_int, warn
-from ..graph import NONZERO_AT_ZERO, UNIT_SLOPE_AT_ZERO, GrowableUnit
+from ..graph import NONZERO_AT_ZERO, GrowableUnit
 from ..stats import Statistics
 from .base import (
     How,
@@ -21,9 +22,16 @@ from .base import (
     _normalise_rows,
     fan_out_block,
     fan_out_vectors,
-    fan_out_vectors_of_block,
-    logical_weight,
     target_norm,
+)
+from .gradmax_iterative import iterate
+from .pair_matrix import (
+    _batchnorm_between,
+    _conv_padding,
+    _exact_closed_form,
+    _fan_in_norm_through_batchnorm,
+    conv_pair_matrix,
+    fix_signs,
 )
 
 # ---------------------------------------------------------------- GradMax and its baselines
@@ -78,78 +86,6 @@ def _warn_train_mode_batchnorm(unit: GrowableUnit, modules: dict[str, nn.Module]
         "differentiates through the real network)",
         GradMaxBatchNormWarning,
     )
-
-
-def fix_signs(vectors: Tensor) -> Tensor:
-    """Flip each row so that its largest-magnitude entry is positive (SVD signs are arbitrary)."""
-    idx = vectors.abs().argmax(dim=1, keepdim=True)
-    signs = torch.sign(vectors.gather(1, idx))
-    signs[signs == 0] = 1
-    return vectors * signs
-
-
-def dense_pair_matrix(h_prev: Tensor, g_next: Tensor) -> Tensor:
-    """GradMax's ``M = sum_batch g_next h_prev^T`` for a Linear -> Linear pair, shape ``(d_out, d_in)``."""
-    h = h_prev.reshape(-1, h_prev.shape[-1]).double()
-    g = g_next.reshape(-1, g_next.shape[-1]).double()
-    return g.T @ h
-
-
-def _conv_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
-    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-        return None
-    return tuple(conv.padding)  # type: ignore[return-value]
-
-
-def conv_pair_matrix(
-    h_prev: Tensor, g_next: Tensor, producer: nn.Conv2d, consumer: nn.Conv2d
-) -> Tensor:
-    """GradMax's matrix for a Conv2d -> Conv2d pair, shape ``(m0*k1h*k1w, m2*k2h*k2w)``.
-
-    ``N[(c0, p), (c2, q)]`` is the gradient that a new channel with fan-in tap
-    ``(c0, p)`` and fan-out tap ``(c2, q)`` would give: the sum over the batch
-    and the consumer's output positions ``z`` of ``g[c2, z]`` times the input
-    value that tap ``p`` of the producer reads at the producer position that
-    tap ``q`` of the consumer reads for ``z``. That is the weight gradient of
-    the consumer's convolution applied to the producer's unfolded input
-    (``m0*k1h*k1w`` channels, the producer's output positions), so it is
-    computed as one (any stride, padding and dilation; the consumer's zero
-    padding of the producer's output included), in the statistics' precision.
-    For stride 1 it equals the rearranged gradient of GradMax's auxiliary
-    ``(k1+k2-1)``-kernel conv.
-    """
-    n = h_prev.shape[0]
-    k1 = producer.kernel_size
-    u1 = F.unfold(
-        h_prev,
-        k1,
-        dilation=producer.dilation,
-        padding=_conv_padding(producer),
-        stride=producer.stride,
-    )
-    h1 = [
-        (h_prev.shape[2 + i] + 2 * producer.padding[i] - producer.dilation[i] * (k1[i] - 1) - 1)
-        // producer.stride[i]
-        + 1
-        for i in range(2)
-    ]
-    c1, m2 = u1.shape[1], g_next.shape[1]
-    u1 = u1.view(n, c1, h1[0], h1[1])
-    try:
-        w = torch.nn.grad.conv2d_weight(
-            u1,
-            (m2, c1, *consumer.kernel_size),
-            g_next.to(u1.dtype),
-            stride=consumer.stride,
-            padding=_conv_padding(consumer),
-            dilation=consumer.dilation,
-        )
-    except RuntimeError as exc:
-        raise GrowthInputError(
-            f"conv pair: the consumer's gradient {tuple(g_next.shape)} does not fit its "
-            f"convolution of the producer's output ({exc})"
-        ) from exc
-    return w.permute(1, 0, 2, 3).reshape(c1, -1)
 
 
 class GradMax(How):
@@ -391,122 +327,6 @@ class GradMax(How):
         sv[: min(k, s.numel())] = s[: min(k, s.numel())]
         return fix_signs(take), sv
 
-    def _iterate(
-        self, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
-    ) -> tuple[dict[str, Tensor], Tensor, int | None]:
-        """Subspace iteration on ``v -> A(v)``; returns the directions per consumer, their
-        singular values and the number of iterations run (None: the map was built exactly)."""
-        from ..trial import TrialGrowth
-
-        modules = dict(model.named_modules())
-        names = [c.name for c in unit.consumers]
-        dims = [fan_out_vectors(modules[c.name], c.factor).shape[1] for c in unit.consumers]
-        d = sum(dims)
-        d_in = sum(logical_weight(modules[p])[0].numel() for p in unit.producers)
-        kk = min(k, d)
-        block = min(d, k + self.oversample)  # extra columns speed up convergence of the top k
-        if min(d, d_in) <= self.map_blocks * block:
-            return self._exact_map(unit, names, dims, d_in, k, stats, model)
-        trial = TrialGrowth(model, unit, block, local=stats.consumer_grads is not None)
-        v = torch.linalg.qr(torch.randn(d, block, generator=self.generator))[0]
-
-        def gradients(vt: Tensor, create_graph: bool) -> list[Tensor]:
-            parts = dict(zip(names, vt.split(dims, dim=1), strict=True))
-            g = trial.fan_in_gradient(
-                stats.batch,
-                stats.loss_fn,
-                parts,
-                create_graph=create_graph,
-                consumer_grads=stats.consumer_grads,
-            )
-            return list(g.values())
-
-        prev: Tensor | None = None
-        with torch.enable_grad():
-            for done in range(self.iterations + 1):
-                vt = v.T.detach().clone().requires_grad_()
-                last = done == self.iterations
-                gs = gradients(vt, create_graph=not last)
-                b = torch.cat([g.detach().reshape(block, -1) for g in gs], 1).double()  # A(v_j)
-                ritz = torch.linalg.svdvals(b)[:kk]  # the block's estimates of the top k
-                if last or (
-                    prev is not None and bool(((ritz - prev).abs() <= self.tol * ritz).all())
-                ):
-                    break
-                prev = ritz
-                (ata_v,) = torch.autograd.grad(gs, vt, grad_outputs=[g.detach() for g in gs])
-                if not torch.isfinite(ata_v).all():
-                    raise GrowthInputError(f"GradMax on {unit.name!r}: non-finite gradients")
-                v = torch.linalg.qr(ata_v.T.double())[0].float()
-        p, s, qh = torch.linalg.svd(b.T, full_matrices=False)  # A V = P S Q^T
-        rows = (v.double() @ qh.T).T[:kk]  # Rayleigh-Ritz: directions sorted by singular value
-        parts_out, sv = self._finish(rows, s, names, dims, k)
-        return parts_out, sv, done
-
-    def _finish(
-        self, rows: Tensor, s: Tensor, names: list[str], dims: list[int], k: int
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """``rows`` (the top directions, sorted) padded with random unit rows up to ``k``, signs
-        fixed and split per consumer; the singular values padded with zeros."""
-        kk = rows.shape[0]
-        if k > kk:
-            extra = torch.randn(k - kk, rows.shape[1], generator=self.generator, dtype=rows.dtype)
-            rows = torch.cat([rows, _normalise_rows(extra)], 0)
-        rows = fix_signs(_normalise_rows(rows))
-        sv = torch.zeros(k, dtype=torch.float64)
-        sv[:kk] = s[:kk]
-        return dict(zip(names, rows.split(dims, dim=1), strict=True)), sv
-
-    def _exact_map(
-        self,
-        unit: GrowableUnit,
-        names: list[str],
-        dims: list[int],
-        d_in: int,
-        k: int,
-        stats: Statistics,
-        model: nn.Module,
-    ) -> tuple[dict[str, Tensor], Tensor, None]:
-        """The matrix ``M`` (``d_in x d``) of the linear map ``fan-out -> gradient of the new
-        fan-in``, built in one pass, and its top-``k`` right singular directions.
-
-        One trial unit per basis vector of the smaller side: with fan-outs ``I_d``
-        the gradients are the columns of ``M``; with ``d_in`` units of any fan-out
-        ``V``, the gradient of ``sum_j <e_j, A(v_j)>`` in ``V`` is ``M`` itself
-        (``A`` is linear in ``V``).
-        """
-        from ..trial import TrialGrowth
-
-        d = sum(dims)
-        with torch.enable_grad():
-            if d <= d_in:
-                trial = TrialGrowth(model, unit, d, local=stats.consumer_grads is not None)
-                parts = dict(zip(names, torch.eye(d).split(dims, dim=1), strict=True))
-                gs = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=False,
-                                           consumer_grads=stats.consumer_grads)  # fmt: skip
-                mat = torch.cat([g.reshape(d, -1) for g in gs.values()], 1).T  # (d_in, d)
-            else:
-                trial = TrialGrowth(model, unit, d_in, local=stats.consumer_grads is not None)
-                vt = torch.zeros(d_in, d, requires_grad=True)
-                parts = dict(zip(names, vt.split(dims, dim=1), strict=True))
-                gs = trial.fan_in_gradient(stats.batch, stats.loss_fn, parts, create_graph=True,
-                                           consumer_grads=stats.consumer_grads)  # fmt: skip
-                eye = torch.eye(d_in).split([g[0].numel() for g in gs.values()], dim=1)
-                outs = [e.reshape(g.shape) for e, g in zip(eye, gs.values(), strict=True)]
-                used = [(g, o) for g, o in zip(gs.values(), outs, strict=True) if g.requires_grad]
-                if used:
-                    (mat,) = torch.autograd.grad([g for g, _ in used], vt,
-                                                 grad_outputs=[o for _, o in used],
-                                                 allow_unused=True)  # fmt: skip
-                mat = torch.zeros(d_in, d) if not used or mat is None else mat
-        mat = mat.detach().double()
-        if not torch.isfinite(mat).all():
-            raise GrowthInputError(f"GradMax on {unit.name!r}: non-finite gradients")
-        _, s, vh = torch.linalg.svd(mat, full_matrices=False)
-        kk = min(k, d, s.numel())
-        parts_out, sv = self._finish(vh[:kk], s, names, dims, k)
-        return parts_out, sv, None
-
     def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
         if stats is None:
             raise GrowthInputError(
@@ -537,7 +357,7 @@ class GradMax(How):
             parts = {c: rows}
             solver = "svd"
         else:
-            parts, sv, done = self._iterate(model, unit, k, stats)
+            parts, sv, done = iterate(self, model, unit, k, stats)
             solver = "iterative" if done is not None else "map"
         out = Init(info={"solver": solver, "sigma_1": float(sv[0]), "sigma_k": float(sv[-1])})
         if solver == "iterative":
@@ -567,263 +387,4 @@ class GradMax(How):
                 norm = r * sv.norm()  # Ritz vectors of the real gradient map: |A(v_j)| = s_j
         if norm is not None:
             out.info.update(grad_norm_fan_in=float(norm), grad_norm_fan_out=0.0)
-        return out
-
-
-def _exact_closed_form(unit: GrowableUnit) -> bool:
-    """Whether the closed form's gradient is the real one: nothing per-channel between the pair
-    and only ops of value 0 and slope 1 at 0 (``ReLU1``, ``tanh``...), which pass a zero-fan-in
-    unit's gradient unchanged."""
-    return (
-        not unit.per_channel
-        and all(c.factor == 1 for c in unit.consumers)
-        and set(unit.between) <= UNIT_SLOPE_AT_ZERO
-    )
-
-
-def _batchnorm_between(unit: GrowableUnit, modules: dict[str, nn.Module]) -> nn.Module | None:
-    """The one BatchNorm between a single pair whose other ops pass 0 with slope 1, or None."""
-    if len(unit.per_channel) != 1 or not set(unit.between) <= UNIT_SLOPE_AT_ZERO:
-        return None
-    if any(c.factor != 1 for c in unit.consumers) or len(unit.consumers) != 1:
-        return None
-    bn = modules[unit.per_channel[0]]
-    kinds = (nn.BatchNorm1d, nn.BatchNorm2d)
-    return bn if type(bn) in kinds else None
-
-
-def _fan_in_norm_through_batchnorm(
-    h: Tensor, g: Tensor, block: Tensor, bn: nn.Module, producer: nn.Module, consumer: nn.Module
-) -> float | None:
-    """The gradient norm of zero-fan-in units' fan-in through a BatchNorm, in closed form.
-
-    A new unit's pre-normalisation value is 0 everywhere and its new BatchNorm entry has
-    weight 1, bias 0, running mean 0 and variance 1 (how ``widen`` grows a BatchNorm), so it
-    outputs 0 and the ops after it (value 0, slope 1 at 0) pass its gradient ``d`` (the
-    consumer's output gradient through the new fan-out) unchanged. With batch statistics the
-    variance of an all-zero channel is 0, so the BatchNorm's backward is ``(d - mean(d)) /
-    sqrt(eps)`` (the mean over the batch and positions); with running statistics it is ``d /
-    sqrt(1 + eps)``. The fan-in gradient is that pulled back to the producer's input (dense
-    pairs in float64, conv pairs by two convolutions in the statistics' precision). Returns
-    None for shapes this does not cover (the grower then measures).
-    """
-    batch_stats = bn.training or bn.running_mean is None
-    scale = (bn.eps if batch_stats else 1.0 + bn.eps) ** -0.5
-    if isinstance(producer, nn.Linear) and h.dim() == 2 and g.dim() == 2:
-        h, g, v = h.double(), g.double(), block.detach().double()
-        d = g @ v  # (batch, k)
-        if batch_stats:
-            d = d - d.mean(0, keepdim=True)
-        return float((scale * d.T @ h).norm())
-    if not (isinstance(producer, nn.Conv2d) and h.dim() == 4 and g.dim() == 4):
-        return None
-    pad_p, pad_c = _conv_padding(producer), _conv_padding(consumer)
-    if pad_p is None or pad_c is None or producer.groups != 1 or consumer.groups != 1:
-        return None
-    v = block.detach().to(h.dtype)  # the convolutions in the statistics' precision
-    g = g.to(h.dtype)
-    n, k = h.shape[0], v.shape[1]
-    size = [
-        (h.shape[2 + i] + 2 * pad_p[i] - producer.dilation[i] * (producer.kernel_size[i] - 1) - 1)
-        // producer.stride[i]
-        + 1
-        for i in range(2)
-    ]
-    d = torch.nn.grad.conv2d_input(
-        (n, k, *size), v, g, stride=consumer.stride, padding=pad_c, dilation=consumer.dilation
-    )
-    if batch_stats:
-        d = d - d.mean((0, 2, 3), keepdim=True)
-    w = torch.nn.grad.conv2d_weight(
-        h,
-        (k, h.shape[1], *producer.kernel_size),
-        scale * d,
-        stride=producer.stride,
-        padding=pad_p,
-        dilation=producer.dilation,
-    )
-    return float(w.double().norm())
-
-
-def _project(vectors: Tensor, norms: float) -> Tensor:
-    return _normalise_rows(vectors) * norms
-
-
-class GradMaxOpt(How):
-    """GradMax by optimisation (the official ``AddGradmaxOptim`` baseline).
-
-    Starts from :class:`Random` growth (zero fan-in, uniform fan-out at the
-    target norm), then takes ``steps`` Adam steps that *maximise* the norm of
-    the new fan-in's gradient over the new fan-out, re-projecting each new
-    vector to its target norm after every step.
-
-    Parameters
-    ----------
-    scale, scale_method : see :class:`GradMax`.
-    steps : int
-        Adam steps (100 in the official code).
-    lr : float
-        Adam learning rate (the official code: Keras Adam's default, 0.001;
-        its student-teacher notebook uses 100 for Fig. 2a).
-    seed : int
-        Seed of the random start.
-    """
-
-    needs = frozenset({"producer_input", "consumer_grad"})
-    function_preserving = True
-
-    def __init__(
-        self,
-        scale: float = 0.5,
-        scale_method: str = "mean_norm",
-        steps: int = 100,
-        lr: float = 0.001,
-        seed: int = 0,
-    ) -> None:
-        if not lr > 0:
-            raise GrowthInputError(f"lr must be > 0, got {lr!r}")
-        self.start = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
-        self.steps = require_int(steps, "GradMaxOpt(steps)", 1)
-        self.lr = float(lr)
-        self.scale = float(scale)
-        self.scale_method = scale_method
-
-    def describe(self) -> str:
-        return f"zero fan-in; fan-out: {self.steps} Adam steps maximising the fan-in gradient"
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.start.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.start.load_state_dict(state)
-
-    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        from ..trial import TrialGrowth
-
-        if stats is None:
-            raise GrowthInputError("GradMaxOpt needs growth-batch statistics")
-        modules = dict(model.named_modules())
-        start = self.start.init(unit, k, stats, model)
-        trial = TrialGrowth(model, unit, k)
-        names = [c.name for c in unit.consumers]
-        factors = {c.name: c.factor for c in unit.consumers}
-        v = {
-            c: fan_out_vectors_of_block(modules[c], start.fan_out[c], factors[c])
-            .clone()
-            .requires_grad_()
-            for c in names
-        }
-        norms = {c: float(v[c].detach().norm(dim=1).mean()) for c in names}
-        opt = torch.optim.Adam(list(v.values()), lr=self.lr)
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                g = trial.fan_in_gradient(
-                    stats.batch,
-                    stats.loss_fn,
-                    v,
-                    create_graph=True,
-                    consumer_grads=stats.consumer_grads,
-                )
-                objective = sum(t.pow(2).sum() for t in g.values())
-                opt.zero_grad()
-                (-objective).backward()
-                opt.step()
-                with torch.no_grad():
-                    for c in names:
-                        v[c].copy_(_project(v[c], norms[c]))
-        out = Init(info={"solver": "adam", "steps": self.steps})
-        for c in names:
-            out.fan_out[c] = fan_out_block(modules[c], v[c].detach(), factors[c])
-        return out
-
-
-class LossDescent(How):
-    """Firefly-like growth (the official ``AddFirefly`` baseline): descend the loss over new weights.
-
-    Starts from random fan-in and fan-out (uniform directions; fan-out at
-    ``scale`` x the mean existing fan-out norm, fan-in at ``in_scale`` x the
-    mean existing fan-in norm), then takes ``steps`` Adam steps *minimising*
-    the loss over both, re-projecting each new vector to its target norm after
-    every step. The function changes (the event records by how much).
-
-    Parameters
-    ----------
-    scale : float
-        Fan-out norm factor.
-    in_scale : float
-        Fan-in norm factor (> 0: a zero fan-in could not be re-projected).
-    scale_method : {"mean_norm", "fixed"}
-        How target norms are computed.
-    steps : int
-        Adam steps (100 in the official code).
-    lr : float
-        Adam learning rate (the official code: Keras Adam's default, 0.001;
-        its student-teacher notebook uses 100 for Fig. 2a).
-    seed : int
-        Seed of the random start.
-    """
-
-    needs = frozenset({"producer_input", "consumer_grad"})
-    function_preserving = False
-
-    def __init__(
-        self,
-        scale: float = 0.5,
-        in_scale: float = 0.01,
-        scale_method: str = "mean_norm",
-        steps: int = 100,
-        lr: float = 0.001,
-        seed: int = 0,
-    ) -> None:
-        if not in_scale > 0:
-            raise GrowthInputError(f"in_scale must be > 0, got {in_scale!r}")
-        self.out_start = Random(scale, zero_side="in", scale_method=scale_method, seed=seed)
-        self.in_start = Random(in_scale, zero_side="out", scale_method=scale_method, seed=seed + 1)
-        self.steps = require_int(steps, "LossDescent(steps)", 1)
-        self.lr = float(lr)
-
-    def describe(self) -> str:
-        return f"random fan-in and fan-out, then {self.steps} Adam steps on the loss"
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"out": self.out_start.state_dict(), "in": self.in_start.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.out_start.load_state_dict(state["out"])
-        self.in_start.load_state_dict(state["in"])
-
-    def init(self, unit: GrowableUnit, k: int, stats: Statistics | None, model: nn.Module) -> Init:
-        from ..trial import TrialGrowth
-
-        if stats is None:
-            raise GrowthInputError("LossDescent needs a growth batch")
-        modules = dict(model.named_modules())
-        outs = self.out_start.init(unit, k, stats, model).fan_out
-        ins = self.in_start.init(unit, k, stats, model).fan_in
-        trial = TrialGrowth(model, unit, k)
-        factors = {c.name: c.factor for c in unit.consumers}
-        v = {
-            c: fan_out_vectors_of_block(modules[c], outs[c], factors[c]).clone().requires_grad_()
-            for c in factors
-        }
-        w = {p: t.reshape(k, -1).clone().requires_grad_() for p, t in ins.items()}
-        vn = {c: float(t.detach().norm(dim=1).mean()) for c, t in v.items()}
-        wn = {p: float(t.detach().norm(dim=1).mean()) for p, t in w.items()}
-        opt = torch.optim.Adam([*v.values(), *w.values()], lr=self.lr)
-        with torch.enable_grad():
-            for _ in range(self.steps):
-                loss = trial.loss(stats.batch, stats.loss_fn, w, v)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                with torch.no_grad():
-                    for c in v:
-                        v[c].copy_(_project(v[c], vn[c]))
-                    for p in w:
-                        w[p].copy_(_project(w[p], wn[p]))
-        out = Init(info={"solver": "adam", "steps": self.steps, "loss_after": float(loss.detach())})
-        for c in v:
-            out.fan_out[c] = fan_out_block(modules[c], v[c].detach(), factors[c])
-        for p in w:
-            out.fan_in[p] = w[p].detach().reshape(ins[p].shape)
         return out

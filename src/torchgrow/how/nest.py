@@ -15,7 +15,7 @@ from ..errors import GrowthInputError, require_int
 from ..graph import GrowableUnit
 from ..stats import Statistics
 from .base import How, Init, fan_out_block, fan_out_vectors
-from .gradmax import dense_pair_matrix
+from .pair_matrix import dense_pair_matrix
 
 
 class NeSTNeuron(How):
