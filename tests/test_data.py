@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from torchgrow import data as D
+from torchgrow.data import dataset, generated
 
 FASHION_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -256,7 +257,7 @@ def test_digits_reads_scikit_learns_file_without_importing_it() -> None:
 
     from sklearn.datasets import load_digits
 
-    data, target = D._digits_arrays()
+    data, target = generated._digits_arrays()
     bunch = load_digits()
     assert np.array_equal(data, bunch.data) and np.array_equal(target, bunch.target)
     code = "import sys, torchgrow.data as d; d.digits(); print('sklearn' in sys.modules)"
@@ -267,14 +268,14 @@ def test_digits_reads_scikit_learns_file_without_importing_it() -> None:
 def test_stratified_split_is_proportional_disjoint_and_seeded() -> None:
     y = np.repeat(np.arange(3), [10, 7, 3])
     x = np.arange(20)
-    x_tr, x_te, y_tr, y_te = D._stratified_split(x, y, 0.25, seed=1)
+    x_tr, x_te, y_tr, y_te = dataset._stratified_split(x, y, 0.25, seed=1)
     assert len(x_te) == 5 and len(x_tr) == 15
     assert sorted(np.concatenate([x_tr, x_te]).tolist()) == list(range(20))
     assert np.array_equal(y[x_te], y_te) and np.array_equal(y[x_tr], y_tr)
     assert np.bincount(y_te, minlength=3).tolist() == [2, 2, 1]  # remainders .5, .75, .75
-    again = D._stratified_split(x, y, 0.25, seed=1)
+    again = dataset._stratified_split(x, y, 0.25, seed=1)
     assert np.array_equal(again[1], x_te)
-    assert not np.array_equal(D._stratified_split(x, y, 0.25, seed=2)[1], x_te)
+    assert not np.array_equal(dataset._stratified_split(x, y, 0.25, seed=2)[1], x_te)
 
 
 # --------------------------------------------------------------------------- mnist5k
