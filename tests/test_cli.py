@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from torchgrow import cli
+from torchgrow import Grower, cli
 from torchgrow.how import Zero
 from torchgrow.size import Units
 from torchgrow.when import Every
@@ -129,7 +129,7 @@ def test_bad_arguments(argv, message, capsys) -> None:
 
 def test_registered_method_is_available(tmp_path, capsys) -> None:
     def make(model, optimizer, args):
-        return cli.Grower(model, optimizer, when=Every(5, times=1), how=Zero(), size=Units(3))
+        return Grower(model, optimizer, when=Every(5, times=1), how=Zero(), size=Units(3))
 
     cli.register_method(cli.Method("custom-test", "a test method", make))
     try:
