@@ -13,8 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -22,17 +21,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import distributed
-from .batches import head_rows, run_model, split_batch
+from .batches import head_rows, split_batch
 from .errors import GrowthInputError, require_int, warn
 from .graph import GrowableUnit, Wiring, analyse, example_of, growable_units, set_example
+from .growth_event import GrowthEvent, LossFn, default_loss
 from .how import How, Init, Zero
-from .modes import eval_mode
+from .measure import forward_eval, measure_gradients
 from .ops.batch import edit_batch
 from .ops.followers import follow
-from .ops.masks import weight_parameter
 from .ops.optim_policy import OptimizerPolicy
 from .ops.optim_state import flush_subnormal_state
-from .ops.placement import new_columns
 from .ops.registry import lookup
 from .ops.units import shrink, widen
 from .size import Size, Units
@@ -41,82 +39,6 @@ from .when import GrowthState, When
 from .where import AllAtOnce, Where
 
 __all__ = ["Grower", "GrowthEvent"]
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass
-class GrowthEvent:
-    """One unit grown at one growth step.
-
-    Attributes
-    ----------
-    step : int
-        Optimizer steps done when it happened.
-    unit : str
-        The unit's name (its first producer).
-    units_added : int
-        Units added to it.
-    width_before, width_after : int
-        Its width before and after.
-    params_before, params_after : int
-        Parameters of the whole model before and after.
-    max_abs_delta : float
-        Max |output after - output before| in eval mode, over all the units
-        grown at this step: on the first rows of the growth batch, or on all
-        of it with ``Grower(measure="full")`` (NaN when not measured).
-    grad_norm_fan_in, grad_norm_fan_out : float
-        L2 norm of the loss gradient w.r.t. the new fan-in / fan-out weights
-        right after growth, on the growth batch (NaN when not measured).
-    seconds : float
-        Wall time of this unit's growth (statistics, init and edit).
-    how : str
-        The initialiser's description.
-    info : dict
-        What the initialiser reported.
-    """
-
-    step: int
-    unit: str
-    units_added: int
-    width_before: int
-    width_after: int
-    params_before: int
-    params_after: int
-    max_abs_delta: float = float("nan")
-    grad_norm_fan_in: float = float("nan")
-    grad_norm_fan_out: float = float("nan")
-    seconds: float = 0.0
-    how: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain-Python dict (for JSON logs)."""
-        d = asdict(self)
-        d["info"] = {k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))}
-        return d
-
-
-def default_loss(output: Any, target: Tensor | None) -> Tensor:
-    """The output's own ``.loss`` when it has one (a Hugging Face model given ``labels``),
-    else cross-entropy for integer targets and MSE otherwise (on the output's ``.logits``
-    when it has them)."""
-    if not isinstance(output, Tensor):
-        own = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
-        if isinstance(own, Tensor):
-            return own
-        logits = (
-            output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
-        )
-        output = logits if logits is not None else output
-    if target is None:
-        raise GrowthInputError(
-            "the batch has no targets (a dict batch without 'labels') and the model's output has "
-            "no .loss: add 'labels' to the batch or pass loss_fn="
-        )
-    if target.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        return F.cross_entropy(output, target)
-    return F.mse_loss(output, target)
 
 
 def _block_shapes(model: nn.Module, unit: GrowableUnit, k: int) -> dict[str, tuple[int, ...]]:
@@ -166,21 +88,6 @@ def _fit_init(
         fan_out={c: fit(c, t) for c, t in init.fan_out.items()},
         info=init.info,
     )
-
-
-def _forward_eval(model: nn.Module, x: Any) -> Tensor:
-    """The model's output on ``x`` (the logits of a Hugging Face output), in eval mode."""
-    with eval_mode(model), torch.no_grad():
-        out = run_model(model, x)
-    if isinstance(out, Tensor):
-        return out
-    logits = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
-    if not isinstance(logits, Tensor):
-        raise GrowthInputError(
-            f"cannot read the change of the model's output ({type(out).__name__}): it is not a "
-            "tensor and has no .logits; use measure=False or measure=True"
-        )
-    return logits
 
 
 EXAMPLE_ROWS = 4
@@ -441,7 +348,7 @@ class Grower:
         sample = None  # the rows the verifying forward reads the output change on
         if self.measure is True:
             sample = head_rows(x, EXAMPLE_ROWS)
-        y_prev = _forward_eval(self.model, x) if self.measure and sample is None else None
+        y_prev = forward_eval(self.model, x) if self.measure and sample is None else None
         before: dict[str, GrowableUnit] = {}
         with edit_batch(
             self.model,
@@ -456,7 +363,7 @@ class Grower:
                 )
                 events.append(event)
             if y_prev is not None:  # one forward for the whole step
-                delta = float((_forward_eval(self.model, x) - y_prev).abs().max())
+                delta = float((forward_eval(self.model, x) - y_prev).abs().max())
                 for ev in events:
                     ev.max_abs_delta = delta
             unknown = list(events) if self.measure == "full" else []
@@ -468,7 +375,7 @@ class Grower:
                     else:
                         unknown.append(ev)
             if unknown:  # one backward, only as deep as the earliest of these units
-                self._measure_gradients(unknown, batch, loss_fn, before)
+                measure_gradients(self.model, unknown, batch, loss_fn, before)
         if sample is not None and eb.verifier is not None:
             for ev in events:
                 ev.max_abs_delta = eb.verifier.max_delta
@@ -516,62 +423,6 @@ class Grower:
             seconds=prep + time.perf_counter() - t0,
         )
         return event, current, init
-
-    def _measure_gradients(
-        self,
-        events: Sequence[GrowthEvent],
-        batch: object,
-        loss_fn: LossFn,
-        units: dict[str, GrowableUnit],
-    ) -> None:
-        """Gradient norms of the new fan-in/fan-out right after growth (GradMax's metric).
-
-        ``units`` are the grown units as they were before the step.
-        """
-        wanted: list[tuple[GrowthEvent, str, nn.Module, Tensor, int]] = []
-        for ev in events:
-            unit = units[ev.unit]
-            for p in unit.producers:
-                m = self.model.get_submodule(p)
-                rows = torch.arange(ev.width_before, ev.width_after)
-                wanted.append((ev, "in", m, rows, lookup(m).out_dim))
-            for c in unit.consumers:
-                m = self.model.get_submodule(c.name)
-                wanted.append(
-                    (ev, "out", m, new_columns(c, unit.width, ev.units_added), lookup(m).in_dim)
-                )
-        params = [
-            p
-            for p in {
-                id(weight_parameter(m)): weight_parameter(m) for _, _, m, _, _ in wanted
-            }.values()
-            if p.requires_grad  # a frozen layer has no gradient to measure
-        ]
-        x, y = split_batch(batch)
-        saved = [(b, b.detach().clone()) for b in self.model.buffers()]
-        try:
-            with torch.enable_grad():
-                loss = loss_fn(run_model(self.model, x), y)
-                grads = torch.autograd.grad(loss, params, allow_unused=True) if params else ()
-        finally:
-            with torch.no_grad():
-                for b, v in saved:
-                    b.copy_(v)
-        by_id = {id(p): g for p, g in zip(params, grads, strict=True)}
-        by_id = {
-            id(weight_parameter(m)): by_id.get(id(weight_parameter(m))) for _, _, m, _, _ in wanted
-        }
-        sums: dict[tuple[int, str], float] = {}
-        for ev, side, m, index, dim in wanted:
-            g = by_id[id(weight_parameter(m))]
-            if g is None:
-                continue
-            new = g.index_select(dim, index.to(g.device))
-            key = (id(ev), side)
-            sums[key] = sums.get(key, 0.0) + float(new.pow(2).sum())
-        for ev in events:
-            ev.grad_norm_fan_in = sums.get((id(ev), "in"), 0.0) ** 0.5
-            ev.grad_norm_fan_out = sums.get((id(ev), "out"), 0.0) ** 0.5
 
     # ------------------------------------------------------------ description and state
     def describe(self) -> dict[str, str]:
