@@ -260,7 +260,8 @@ def contender(name: str) -> dict[str, Any]:
     """A method of ``torchgrow compare`` on digits; a snapshot after every agreed growth step."""
     import tempfile
 
-    from torchgrow.compare import CompareConfig, _load_data
+    from torchgrow.compare import CompareConfig
+    from torchgrow.compare.jobs import _load_data
     from torchgrow.contenders import CONTENDERS, Context
 
     snaps: list[dict[str, Any]] = []

@@ -199,7 +199,8 @@ def test_the_default_run_grows_neurons_and_feature_maps(digits):
 
 
 def test_compare_nest_grows_neurons_from_the_start_width(tmp_path):
-    from torchgrow.compare import CompareConfig, _load_data
+    from torchgrow.compare import CompareConfig
+    from torchgrow.compare.jobs import _load_data
     from torchgrow.contenders import CONTENDERS, Context
 
     cfg = CompareConfig(methods=("nest",), data="digits", budget_epochs=6, width=8, threads=1)
