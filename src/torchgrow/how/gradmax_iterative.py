@@ -8,7 +8,7 @@ Rayleigh-Ritz step; :func:`exact_map` builds it exactly where its smaller side i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -19,14 +19,21 @@ from ..stats import Statistics
 from .base import _normalise_rows, fan_out_vectors, logical_weight
 from .pair_matrix import fix_signs
 
-if TYPE_CHECKING:
-    from .gradmax import GradMax
+__all__ = ["iterate", "exact_map", "SolverSettings"]
 
-__all__ = ["iterate", "exact_map"]
+
+class SolverSettings(Protocol):
+    """What the solvers read of their initialiser (:class:`torchgrow.how.GradMax`)."""
+
+    iterations: int
+    tol: float
+    oversample: int
+    map_blocks: int
+    generator: torch.Generator
 
 
 def iterate(
-    gm: GradMax, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
+    gm: SolverSettings, model: nn.Module, unit: GrowableUnit, k: int, stats: Statistics
 ) -> tuple[dict[str, Tensor], Tensor, int | None]:
     """Subspace iteration on ``v -> A(v)``; returns the directions per consumer, their
     singular values and the number of iterations run (None: the map was built exactly)."""
@@ -77,7 +84,7 @@ def iterate(
 
 
 def finish(
-    gm: GradMax, rows: Tensor, s: Tensor, names: list[str], dims: list[int], k: int
+    gm: SolverSettings, rows: Tensor, s: Tensor, names: list[str], dims: list[int], k: int
 ) -> tuple[dict[str, Tensor], Tensor]:
     """``rows`` (the top directions, sorted) padded with random unit rows up to ``k``, signs
     fixed and split per consumer; the singular values padded with zeros."""
@@ -92,7 +99,7 @@ def finish(
 
 
 def exact_map(
-    gm: GradMax,
+    gm: SolverSettings,
     unit: GrowableUnit,
     names: list[str],
     dims: list[int],
